@@ -1,0 +1,257 @@
+"""Settings for msp_dashboard: one file, every value from the environment (django-environ).
+
+`.env` is read when present. Secrets have no defaults outside the demo and the tests, where
+they are generated once into `var/` (git ignores it)."""
+
+import secrets
+import sys
+from pathlib import Path
+
+import environ
+from cryptography.fernet import Fernet
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+TESTING = "pytest" in sys.modules
+DEMO = env.bool("DEMO", default=False)
+DEBUG = env.bool("DEBUG", default=False)
+
+
+def _generated_secret(name: str, make) -> str:
+    """A secret kept under var/ for the demo and the tests; never used in production."""
+    path = VAR_DIR / name
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+_LOCAL = DEMO or TESTING or DEBUG
+SECRET_KEY = env("SECRET_KEY", default=None)
+if not SECRET_KEY and _LOCAL:
+    SECRET_KEY = _generated_secret("secret_key", lambda: secrets.token_urlsafe(50))
+# FIELD_ENCRYPTION_KEYS: comma-separated Fernet keys, first is primary. A missing or bad value
+# stops start-up through a system check (tokens/checks.py), not here, so the message is clear.
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+if not FIELD_ENCRYPTION_KEYS and _LOCAL:
+    FIELD_ENCRYPTION_KEYS = [
+        _generated_secret("field_encryption_key", lambda: Fernet.generate_key().decode())
+    ]
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "tokens",
+    "portals",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "msp_dashboard.urls"
+WSGI_APPLICATION = "msp_dashboard.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker threads and beat share one file: WAL, a busy timeout, and write locks
+    # taken at BEGIN so two writers queue instead of failing with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="msp"),
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+    }
+else:
+    # Shared by every process of the demo (web, worker, beat) with no server to run.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "portals:grid"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG or DEMO or TESTING
+
+# Security defaults that hold everywhere; production adds HTTPS-only values from the env.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=12 * 3600)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+HTTPS = env.bool("HTTPS", default=False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = HTTPS and env.bool("SECURE_SSL_REDIRECT", default=True)
+SECURE_HSTS_SECONDS = 31536000 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+if env.bool("BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Site24x7 ---------------------------------------------------------------------------
+# Overrides point the client at the bundled simulator (tests, demo) or a proxy.
+SITE24X7_API_URL = env("SITE24X7_API_URL", default="")
+SITE24X7_ACCOUNTS_URL = env("SITE24X7_ACCOUNTS_URL", default="")
+SITE24X7_DATA_CENTRE = env("SITE24X7_DATA_CENTRE", default="US")
+SITE24X7_CONNECT_TIMEOUT = env.float("SITE24X7_CONNECT_TIMEOUT", default=3.05)
+SITE24X7_READ_TIMEOUT = env.float("SITE24X7_READ_TIMEOUT", default=10.0)
+# Real credentials for `make run` without the simulator (imported into the vault at start).
+SITE24X7_MSP_AUTHTOKEN = env("SITE24X7_MSP_AUTHTOKEN", default="")
+SITE24X7_CLIENT_ID = env("SITE24X7_CLIENT_ID", default="")
+SITE24X7_CLIENT_SECRET = env("SITE24X7_CLIENT_SECRET", default="")
+SITE24X7_REFRESH_TOKEN = env("SITE24X7_REFRESH_TOKEN", default="")
+# Calls allowed per credential and endpoint in a window (REL-08); Site24x7's published
+# example throttle is 50 per 5 minutes, so the default stays well below it.
+SITE24X7_CALL_BUDGET = env.int("SITE24X7_CALL_BUDGET", default=40)
+SITE24X7_CALL_BUDGET_WINDOW = env.int("SITE24X7_CALL_BUDGET_WINDOW", default=300)
+
+# --- Refresh ------------------------------------------------------------------------------
+REFRESH_INTERVAL = env.int("REFRESH_INTERVAL", default=300)
+REFRESH_CONCURRENCY = env.int("REFRESH_CONCURRENCY", default=32)
+REFRESH_MAX_RETRIES = 3
+REFRESH_BACKOFF_BASE = env.float("REFRESH_BACKOFF_BASE", default=2.0)
+REFRESH_BACKOFF_MAX = env.float("REFRESH_BACKOFF_MAX", default=300.0)
+BREAKER_THRESHOLD = env.int("BREAKER_THRESHOLD", default=5)
+BREAKER_PAUSE = env.int("BREAKER_PAUSE", default=15 * 60)
+BREAKER_PAUSE_MAX = env.int("BREAKER_PAUSE_MAX", default=3600)
+SYNC_INTERVAL = env.int("SYNC_INTERVAL", default=3600)
+
+# --- Celery -------------------------------------------------------------------------------
+TASK_TIME_LIMIT = 45
+TASK_SOFT_TIME_LIMIT = 30
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # REL-11: longer than a task's hard limit plus the longest back-off plus one interval.
+        "visibility_timeout": TASK_TIME_LIMIT + int(REFRESH_BACKOFF_MAX) + REFRESH_INTERVAL + 600,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 10,
+        "retry_on_timeout": True,
+    }
+else:
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_TASK_TIME_LIMIT = TASK_TIME_LIMIT
+CELERY_TASK_SOFT_TIME_LIMIT = TASK_SOFT_TIME_LIMIT
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "refresh-due": {
+        "task": "portals.tasks.refresh_due",
+        "schedule": float(REFRESH_INTERVAL),
+        "options": {"expires": float(REFRESH_INTERVAL)},
+    },
+    "sync-customers": {
+        "task": "portals.tasks.sync_customers",
+        "schedule": float(SYNC_INTERVAL),
+        "options": {"expires": float(SYNC_INTERVAL)},
+    },
+}
+
+# --- Logging ------------------------------------------------------------------------------
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # urllib3 logs every URL it opens; keep it quiet (SEC-11). The client never puts a
+        # secret in a URL, so DEBUG here would still leak nothing, but it is noise.
+        "urllib3": {"level": "WARNING"},
+        "django.db.backends": {"level": "INFO"},
+    },
+}

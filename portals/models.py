@@ -1,0 +1,112 @@
+"""Customers (Site24x7 portals), their monitor groups and the status history.
+
+Status is stored as the Site24x7 code (see msp_dashboard.site24x7.Status); staleness and the
+badges are derived when read (portals.status), never stored."""
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+
+UNKNOWN = -1  # msp_dashboard.site24x7.Status.UNKNOWN
+
+
+class AuthGeneration(models.TextChoices):
+    LEGACY = "legacy", "Legacy client-portal authtoken"
+    OAUTH = "oauth", "OAuth 2.0"
+
+
+class Customer(models.Model):
+    name = models.CharField(max_length=200)
+    data_centre = models.CharField(max_length=4, default="US")
+    auth_generation = models.CharField(max_length=10, choices=AuthGeneration.choices)
+    portal_id = models.CharField(max_length=40, blank=True)
+    zaid = models.CharField(max_length=100, blank=True)
+    zaaid = models.CharField(max_length=40, blank=True)
+    user_id = models.CharField(max_length=40, blank=True)
+    msp_credential = models.ForeignKey(
+        "tokens.Credential",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="msp_customers",
+        help_text="The MSP identity that discovered this customer (and, for OAuth, reads it).",
+    )
+    is_active = models.BooleanField(default=True)
+    discovered_at = models.DateTimeField(default=timezone.now)
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+
+    # Outcome of the last refresh, written by portals.services.
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    last_error_kind = models.CharField(max_length=20, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_duration = models.DurationField(null=True, blank=True)
+    data_fetched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the stored data was fetched (fencing, REL-01)."
+    )
+    worst_status = models.SmallIntegerField(default=UNKNOWN)
+    worst_status_since = models.DateTimeField(null=True, blank=True)
+    throttled_until = models.DateTimeField(null=True, blank=True)
+    paused_until = models.DateTimeField(null=True, blank=True)
+    breaker_trips = models.PositiveIntegerField(default=0)
+    # Overlap guard (REL-02): a lease taken with one conditional UPDATE, expiring by itself.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_token = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["zaaid"], condition=~Q(zaaid=""), name="customer_unique_zaaid"
+            ),
+            models.UniqueConstraint(
+                fields=["portal_id"], condition=~Q(portal_id=""), name="customer_unique_portal"
+            ),
+        ]
+        indexes = [models.Index(fields=["is_active", "worst_status"])]
+
+    def __str__(self):
+        return self.name
+
+
+class MonitorGroup(models.Model):
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="groups")
+    group_id = models.CharField(max_length=40)
+    name = models.CharField(max_length=200)
+    status = models.SmallIntegerField(default=UNKNOWN)
+    monitors = models.PositiveIntegerField(default=0)
+    error_monitors = models.PositiveIntegerField(default=0)
+    top_group = models.BooleanField(default=True)
+    status_since = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "group_id"], name="group_unique_per_customer")
+        ]
+
+    def __str__(self):
+        return f"{self.customer_id}/{self.name}"
+
+
+class StatusChange(models.Model):
+    """One row per observed change of a group's status, or of a customer's worst status
+    (group_id empty). Groups may vanish upstream, so they are named, not referenced."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="status_changes")
+    group_id = models.CharField(max_length=40, blank=True)
+    group_name = models.CharField(max_length=200, blank=True)
+    from_status = models.SmallIntegerField(null=True, blank=True)
+    to_status = models.SmallIntegerField()
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["customer", "at"])]
+
+    def __str__(self):
+        return f"{self.customer_id}/{self.group_id or '*'} {self.from_status}->{self.to_status}"
