@@ -1,0 +1,216 @@
+"""HTTP transport: per-thread sessions, no cookie jar, host allow-list, timeouts, typed errors.
+
+Security rules kept here (docs/site24x7-wire-contract.md, quality checks SEC-09/11, REL-04):
+- every request has connect and read timeouts and never follows a redirect;
+- no cookie carries over: the session jar rejects every cookie, `Cookie` is set per request;
+- only origins on the allow-list are contacted, checked before each request;
+- secrets travel in headers or form bodies only; log lines hold method, host, path, status
+  and duration, never a header, a body or a query string;
+- request errors keep only the exception class name and never chain (no `__context__`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+
+from .classify import Context, check_response
+from .errors import ConfigurationError, Site24x7Error, TransientError
+
+logger = logging.getLogger("msp_dashboard.site24x7")
+
+POOL_SIZE = 32
+DEFAULT_PORTS = {"http": 80, "https": 443}
+Timeout = tuple[float, float]
+
+
+class RejectAllCookies(DefaultCookiePolicy):
+    """A cookie policy that neither stores nor sends any cookie."""
+
+    def __init__(self) -> None:
+        super().__init__(allowed_domains=[])
+
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+class _NoAuth(requests.auth.AuthBase):
+    """Leaves the request alone; being set stops requests from reading ~/.netrc credentials."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+def origin_of(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an absolute http(s) URL; ConfigurationError otherwise."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+        scheme = ""
+    if scheme not in DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        raise ConfigurationError("not an absolute http(s) URL without credentials")
+    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+
+
+def check_timeout(timeout: Timeout) -> Timeout:
+    """(connect, read) seconds, both finite and positive: a request must never wait forever."""
+    valid = (
+        isinstance(timeout, tuple)
+        and len(timeout) == 2
+        and all(isinstance(t, (int, float)) and 0 < t < float("inf") for t in timeout)
+    )
+    if not valid:
+        raise ConfigurationError("timeout must be (connect seconds, read seconds), both > 0")
+    return (float(timeout[0]), float(timeout[1]))
+
+
+class Transport:
+    """Sends requests for one client. Thread-safe: one `requests.Session` per thread."""
+
+    def __init__(self, *, allowed_urls: Iterable[str], timeout: Timeout, user_agent: str) -> None:
+        self.allowed_origins = frozenset(origin_of(url) for url in allowed_urls)
+        self.timeout = check_timeout(timeout)
+        self.user_agent = user_agent
+        self._local = threading.local()
+        # Weak: a session dies with its thread (a pool may come and go), close() gets the rest.
+        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def session(self) -> requests.Session:
+        """This thread's session, created on first use."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._new_session()
+            self._local.session = session
+            with self._lock:
+                self._sessions.add(session)
+        return session
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.cookies.set_policy(RejectAllCookies())
+        session.auth = _NoAuth()
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=POOL_SIZE, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def close(self) -> None:
+        """Close every session this transport created (in any thread)."""
+        with self._lock:
+            sessions, self._sessions = list(self._sessions), weakref.WeakSet()
+        for session in sessions:
+            session.close()
+        self._local = threading.local()
+
+    def check_url(self, url: str) -> None:
+        """Raise ConfigurationError unless `url` points at an allowed origin."""
+        if origin_of(url) not in self.allowed_origins:
+            raise ConfigurationError("refusing to contact a host outside the Site24x7 allow-list")
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        family: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+        cookie: str | None = None,
+        secrets: Sequence[str] = (),
+    ) -> tuple[int, dict[str, Any] | list[Any]]:
+        """Send one request; (HTTP status, decoded JSON) of a success, else a `Site24x7Error`."""
+        self.check_url(url)
+        all_headers = {"User-Agent": self.user_agent, **(headers or {})}
+        if cookie is not None:
+            all_headers["Cookie"] = cookie
+        where = _where(url)
+        started = time.monotonic()
+        response, failure = self._send(method, url, all_headers, params, form)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        ctx = Context(endpoint=endpoint, family=family, secrets=secrets)
+        if response is None:
+            logger.debug("%s %s failed (%s) after %.0f ms", method, where, failure[1], elapsed_ms)
+            raise _request_failure(*failure, endpoint=endpoint)
+        status = response.status_code
+        logger.debug("%s %s -> %s in %.0f ms", method, where, status, elapsed_ms)
+        self.session().cookies.clear()  # belt and braces: the policy already refuses them
+        return status, check_response(status, response.headers, response.content, ctx)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        form: Mapping[str, str] | None,
+    ) -> tuple[requests.Response | None, tuple[str, str]]:
+        """The response, or None and (kind, exception class name). Never raises requests errors."""
+        try:
+            response = self.session().request(
+                method,
+                url,
+                headers=dict(headers),
+                params=params,
+                data=form,
+                timeout=self.timeout,
+                allow_redirects=False,
+                verify=True,
+            )
+        except requests.RequestException as exc:
+            return None, (_failure_kind(exc), type(exc).__name__)
+        return response, ("", "")
+
+
+def _failure_kind(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "tls"  # a certificate failure does not heal by retrying: not transient
+    if isinstance(exc, requests.Timeout):
+        return "timeout"
+    if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
+        return "timeout"
+    transient = (
+        requests.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+        requests.exceptions.ContentDecodingError,
+    )
+    return "connection" if isinstance(exc, transient) else "other"
+
+
+def _request_failure(kind: str, exc_name: str, *, endpoint: str) -> Site24x7Error:
+    if kind == "timeout":
+        return TransientError(f"Site24x7 did not answer in time ({exc_name})", endpoint=endpoint)
+    if kind == "connection":
+        return TransientError(f"could not talk to Site24x7 ({exc_name})", endpoint=endpoint)
+    if kind == "tls":
+        return Site24x7Error(
+            f"TLS handshake or certificate check failed ({exc_name})", endpoint=endpoint
+        )
+    return Site24x7Error(f"request to Site24x7 failed ({exc_name})", endpoint=endpoint)
+
+
+def _where(url: str) -> str:
+    """host[:port]/path of `url`, without query string or credentials, for log lines."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{host}{parts.path}"
