@@ -6,4 +6,4 @@ class TokensConfig(AppConfig):
     verbose_name = "Credentials and audit"
 
     def ready(self):
-        from . import checks  # noqa: F401  (registers the encryption-key system checks)
+        from . import checks, signals  # noqa: F401  (registers system checks and receivers)

@@ -9,6 +9,7 @@ from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 PREFIX = "v1"
 
@@ -44,6 +45,7 @@ def primary_key_id() -> str:
     return keyring()[1]
 
 
+@sensitive_variables("plaintext")
 def encrypt(plaintext: str) -> str:
     fernet, primary, _ = keyring()
     token = fernet.encrypt(plaintext.encode()).decode()
@@ -79,11 +81,13 @@ def rotate(stored: str) -> str:
     return encrypt(decrypt(stored))
 
 
+@sensitive_variables("secret")
 def fingerprint(secret: str) -> str:
     """A short, stable identifier of a secret for audit rows: never reversible."""
     return hashlib.sha256(b"msp-dashboard-fp:" + secret.encode()).hexdigest()[:12]
 
 
+@sensitive_variables("secret")
 def last4(secret: str) -> str:
     return secret[-4:] if len(secret) >= 16 else ""
 

@@ -93,6 +93,8 @@ class AuditQuerySet(models.QuerySet):
 class AuditAction(models.TextChoices):
     CREDENTIAL_CREATE = "credential.create", "Credential created"
     CREDENTIAL_IMPORT = "credential.import", "Credential imported"
+    CREDENTIAL_UPDATE = "credential.update", "Credential secret replaced"
+    CREDENTIAL_DELETE = "credential.delete", "Credential row deleted"
     CREDENTIAL_REVOKE = "credential.revoke", "Credential revoked"
     CREDENTIAL_FORGET = "credential.forget", "Credential forgotten locally"
     CREDENTIAL_TEST = "credential.test", "Credential tested"

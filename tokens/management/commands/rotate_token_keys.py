@@ -1,0 +1,27 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from tokens.services import credential_rotate_keys
+
+
+class Command(BaseCommand):
+    help = (
+        "Re-encrypt every stored secret with the primary (first) key of FIELD_ENCRYPTION_KEYS. "
+        "Idempotent and resumable: rows already on the primary key are skipped. Remove an old "
+        "key only after a run that reports failed=0."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
+
+    def handle(self, *args, batch_size: int, **options):
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
+        result = credential_rotate_keys(batch_size=batch_size)
+        self.stdout.write(
+            f"rotated={result.rotated} failed={result.failed} skipped={result.skipped}"
+        )
+        if result.failed:
+            raise CommandError(
+                f"{result.failed} credential(s) did not decrypt with any configured key; keep "
+                "the old keys until they are replaced or forgotten."
+            )
