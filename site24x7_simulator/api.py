@@ -61,20 +61,37 @@ def _selected(req: Request, param: str, cookie: str) -> tuple[str | None, str | 
     return None, None, False
 
 
+# Status endpoints accept both auth generations (a simulated choice, see the README): a
+# legacy authtoken selects the customer by zaid, an OAuth token by zaaid.
+_SELECTORS = {
+    "zaid": ("zaid", "clientportal", "zaid_via"),
+    "zaaid": ("zaaid", "zaaid", "zaaid_via"),
+}
+_NATIVE_SELECTOR = {"monitor_groups_status": "zaid", "current_status": "zaaid"}
+_SCHEME_SELECTOR = {"zoho-authtoken": "zaid", "zoho-oauthtoken": "zaaid"}
+
+
 def identify(state: State, endpoint: str, req: Request) -> Customer | None:
     """The customer a request is about, before any auth check (for counters and faults)."""
-    if endpoint == "monitor_groups_status":
-        zaid, via, conflict = _selected(req, "zaid", "clientportal")
-        _note_selector(state, "zaid_via", via, conflict)
-        # An unencoded '+' of a base64 zaid arrives as a space after query decoding.
-        return state.by_zaid.get(zaid.replace(" ", "+")) if zaid else None
-    if endpoint == "current_status":
-        zaaid, via, conflict = _selected(req, "zaaid", "zaaid")
-        _note_selector(state, "zaaid_via", via, conflict)
-        return state.by_zaaid.get(zaaid) if zaaid else None
+    if endpoint in _NATIVE_SELECTOR:
+        found = {kind: _select(state, req, kind) for kind in _SELECTORS}
+        scheme, _token = req.authorization()
+        return found[_SCHEME_SELECTOR.get(scheme, _NATIVE_SELECTOR[endpoint])]
     if endpoint in LEGACY_ACCOUNTS:
         return state.by_portal.get(req.param("portal") or "")
     return None
+
+
+def _select(state: State, req: Request, kind: str) -> Customer | None:
+    param, cookie, counter = _SELECTORS[kind]
+    value, via, conflict = _selected(req, param, cookie)
+    _note_selector(state, counter, via, conflict)
+    if not value:
+        return None
+    if kind == "zaid":
+        # An unencoded '+' of a base64 zaid arrives as a space after query decoding.
+        return state.by_zaid.get(value.replace(" ", "+"))
+    return state.by_zaaid.get(value)
 
 
 def _note_selector(state: State, counter: str, via: str | None, conflict: bool) -> None:
@@ -107,15 +124,35 @@ def portals(state: State, req: Request, _customer: Customer | None) -> Response:
     return api_error(ERR_AUTHTOKEN)
 
 
-def monitor_groups_status(state: State, req: Request, customer: Customer | None) -> Response:
+def _status_denied(
+    state: State, req: Request, customer: Customer | None, native: str
+) -> Response | None:
+    """The error answer of a status endpoint, or None when the caller may read ``customer``.
+
+    A legacy authtoken must be the selected customer's own (the MSP authtoken is not enough);
+    a valid OAuth access token may read any customer it selects. Auth is checked first; a
+    request with neither scheme gets the endpoint's own bad-token answer (``native``)."""
     scheme, token = req.authorization()
+    if scheme not in _SCHEME_SELECTOR:
+        return api_error(ERR_OAUTH if native == "oauth" else ERR_AUTHTOKEN)
+    if scheme == "zoho-oauthtoken":
+        if not state.oauth.valid(token, time.monotonic()):
+            return api_error(ERR_OAUTH)
+        return api_error(ERR_FORBIDDEN) if customer is None else None
+    legacy = scheme == "zoho-authtoken"
+    owner = state.authtokens.owner.get(token) if legacy else None
+    if owner is None and not (legacy and token == state.credentials.msp_authtoken):
+        return api_error(ERR_AUTHTOKEN)
+    if customer is None or owner != customer.zaaid:
+        return api_error(ERR_FORBIDDEN)
+    return None
+
+
+def monitor_groups_status(state: State, req: Request, customer: Customer | None) -> Response:
     with state.lock:
-        legacy = scheme == "zoho-authtoken"
-        owner = state.authtokens.owner.get(token) if legacy else None
-        if owner is None and not (legacy and token == state.credentials.msp_authtoken):
-            return api_error(ERR_AUTHTOKEN)
-        if customer is None or owner != customer.zaaid:
-            return api_error(ERR_FORBIDDEN)
+        denied = _status_denied(state, req, customer, "legacy")
+        if denied is not None:
+            return denied
         data = [views.group_status(g) for g in customer.groups]
     return api_ok(data).cookie("clientportal", customer.zaid)
 
@@ -141,10 +178,9 @@ def short_customers(state: State, req: Request, _customer: Customer | None) -> R
 def current_status(state: State, req: Request, customer: Customer | None) -> Response:
     with_groups = req.query.get("group_required", "true").lower() != "false"
     with state.lock:
-        if not _oauth_ok(state, req):
-            return _oauth_denied(req)
-        if customer is None:
-            return api_error(ERR_FORBIDDEN)
+        denied = _status_denied(state, req, customer, "oauth")
+        if denied is not None:
+            return denied
         data = views.current_status(customer, time.time(), with_groups)
     return api_ok(data).cookie("zaaid", customer.zaaid)
 

@@ -6,4 +6,4 @@ class TokensConfig(AppConfig):
     verbose_name = "Credentials and audit"
 
     def ready(self):
-        from . import checks, signals  # noqa: F401  (registers system checks and receivers)
+        from . import checks, signals, upstream  # noqa: F401  (system checks and receivers)

@@ -3,7 +3,14 @@
 See docs/site24x7-wire-contract.md for the wire contract this client follows.
 """
 
-from .client import Site24x7Client
+from .client import (
+    CURRENT_STATUS,
+    MONITOR_GROUPS_STATUS,
+    SELECTOR_VIAS,
+    STATUS_SOURCES,
+    ApiCall,
+    Site24x7Client,
+)
 from .datacentres import DATA_CENTRES, DataCentre, get_data_centre
 from .errors import (
     AuthError,
@@ -18,6 +25,7 @@ from .errors import (
     TransientError,
     UnknownTokenError,
 )
+from .http import RawAnswer
 from .parsing import (
     parse_current_status,
     parse_monitor_groups_config,
@@ -28,12 +36,18 @@ from .parsing import (
 )
 from .redact import mask_secret
 from .status import STATUS_SEVERITY, Status, parse_status, worst_status
-from .types import AccessToken, GroupStatus, MspCustomer, OAuthTokens, Portal
+from .types import AccessToken, Auth, GroupStatus, MspCustomer, OAuthTokens, Portal
 
 __all__ = [
+    "CURRENT_STATUS",
     "DATA_CENTRES",
+    "MONITOR_GROUPS_STATUS",
+    "SELECTOR_VIAS",
     "STATUS_SEVERITY",
+    "STATUS_SOURCES",
     "AccessToken",
+    "ApiCall",
+    "Auth",
     "AuthError",
     "ConfigurationError",
     "DataCentre",
@@ -44,6 +58,7 @@ __all__ = [
     "NotFoundError",
     "OAuthTokens",
     "Portal",
+    "RawAnswer",
     "ResponseError",
     "Site24x7Client",
     "Site24x7Error",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from .datacentres import DataCentre, get_data_centre
 from .errors import ConfigurationError, ResponseError, Site24x7Error
-from .http import Timeout, Transport, origin_of
+from .http import RawAnswer, Timeout, Transport, origin_of
 from .parsing import (
     parse_current_status,
     parse_monitor_groups_status,
@@ -18,7 +19,7 @@ from .parsing import (
     parse_msp_monitors_status,
     parse_portals,
 )
-from .types import AccessToken, GroupStatus, MspCustomer, OAuthTokens, Portal
+from .types import AccessToken, Auth, GroupStatus, MspCustomer, OAuthTokens, Portal
 
 T = TypeVar("T")
 MAX_TOKEN_LIFETIME = 3600
@@ -27,6 +28,39 @@ PORTAL_SCOPES = "Site24x7/site24x7api"
 _HEADER_SAFE = re.compile(r"[!#-+\--:<-\[\]-~]+")
 # zaid is base64 ("j2db7FrteGyJWxa/JjpJlw=="), zaaid numeric: both are cookie-value safe.
 _CUSTOMER_ID = re.compile(r"[A-Za-z0-9+/=_.\-]+")
+
+MONITOR_GROUPS_STATUS = "monitor_groups_status"
+CURRENT_STATUS = "current_status"
+STATUS_SOURCES = (MONITOR_GROUPS_STATUS, CURRENT_STATUS)
+SELECTOR_VIAS = ("param", "cookie")
+# How each auth generation selects the customer: (query parameter, cookie name).
+SELECTORS = {"legacy": ("zaid", "clientportal"), "oauth": ("zaaid", "zaaid")}
+_STATUS_PATHS = {
+    MONITOR_GROUPS_STATUS: ("/api/monitor_groups/status", {}, parse_monitor_groups_status),
+    CURRENT_STATUS: ("/api/current_status", {"group_required": "true"}, parse_current_status),
+}
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class ApiCall(Generic[T]):
+    """One prepared request and the reader of its answer (`Site24x7Client.prepare_*`).
+
+    `execute` sends it and reads the answer; `send_raw` hands back the unjudged answer (the
+    probe). `secrets` are the values to scrub from any upstream text."""
+
+    method: str
+    url: str
+    endpoint: str
+    family: str
+    headers: Mapping[str, str]
+    read: Callable[[Any], T]
+    params: Mapping[str, str] | None = None
+    form: Mapping[str, str] | None = None
+    cookie: str | None = None
+    secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"ApiCall({self.method} {self.endpoint})"
 
 
 class Site24x7Client:
@@ -73,12 +107,14 @@ class Site24x7Client:
 
     def list_portals(self, *, msp_authtoken: str) -> list[Portal]:
         """Customer portals (`portal_id`, `zaid`) visible to an MSP authtoken."""
+        return self.execute(self.prepare_list_portals(msp_authtoken=msp_authtoken))
+
+    def prepare_list_portals(self, *, msp_authtoken: str) -> ApiCall[list[Portal]]:
         token = _header_value(msp_authtoken, "msp_authtoken")
         return self._api_get(
             "/api/msp/customers/portals",
             endpoint="portals",
-            authorization=f"Zoho-authtoken {token}",
-            secret=token,
+            auth=Auth.legacy(token),
             read=parse_portals,
         )
 
@@ -95,7 +131,7 @@ class Site24x7Client:
             "desc": desc,
             "grant_type": "password",
         }
-        return self._accounts_post(
+        call = self._accounts_post(
             self._portal_accounts("/accounts/client/authtoken"),
             endpoint="authtoken_create",
             family="portal",
@@ -103,10 +139,11 @@ class Site24x7Client:
             secrets=(password,),
             read=_created_token,
         )
+        return self.execute(call)
 
     def delete_portal_authtoken(self, *, portal_id: str, authtoken: str) -> None:
         """Delete a client-portal authtoken; UnknownTokenError when the server does not know it."""
-        self._accounts_post(
+        call = self._accounts_post(
             self._portal_accounts("/accounts/client/authtoken/delete"),
             endpoint="authtoken_delete",
             family="portal",
@@ -114,6 +151,7 @@ class Site24x7Client:
             secrets=(authtoken,),
             read=_deleted,
         )
+        self.execute(call)
 
     def monitor_groups_status(
         self, *, authtoken: str, zaid: str, zaid_via: str = "param"
@@ -122,17 +160,51 @@ class Site24x7Client:
 
         `zaid_via`: "param" sends `?zaid=<zaid>`, "cookie" sends `Cookie: clientportal=<zaid>`.
         """
-        token = _header_value(authtoken, "authtoken")
-        zaid = _customer_id(zaid, "zaid")
-        params, cookie = _select_customer(zaid_via, "zaid", "clientportal", zaid)
+        return self.customer_status(
+            source=MONITOR_GROUPS_STATUS,
+            auth=Auth.legacy(authtoken),
+            customer_ref=zaid,
+            via=zaid_via,
+        )
+
+    # --- either generation, either status source --------------------------------------------
+
+    def customer_status(
+        self, *, source: str, auth: Auth, customer_ref: str, via: str
+    ) -> list[GroupStatus]:
+        """Monitor groups of one customer from either status source, with either auth.
+
+        `source`: "monitor_groups_status" (`GET /api/monitor_groups/status`, per-group rows) or
+        "current_status" (`GET /api/current_status?group_required=true`, summarised per group;
+        subgroups come back as groups with `top_group` True).
+        `auth`: `Auth.legacy(authtoken)` selects the customer by zaid (`?zaid=` or
+        `Cookie: clientportal=`); `Auth.oauth(access_token)` by zaaid (`Cookie: zaaid=` or
+        `?zaaid=`). `customer_ref` is that zaid or zaaid; `via` is "param" or "cookie".
+        """
+        return self.execute(
+            self.prepare_customer_status(
+                source=source, auth=auth, customer_ref=customer_ref, via=via
+            )
+        )
+
+    def prepare_customer_status(
+        self, *, source: str, auth: Auth, customer_ref: str, via: str
+    ) -> ApiCall[list[GroupStatus]]:
+        if source not in _STATUS_PATHS:
+            raise ValueError(f"source must be one of {', '.join(STATUS_SOURCES)}")
+        path, params, read = _STATUS_PATHS[source]
+        generation = auth.generation
+        _header_value(auth.token, "authtoken" if generation == "legacy" else "access_token")
+        param, cookie_name = SELECTORS[generation]
+        ref = _customer_id(customer_ref, param)
+        selected, cookie = _select_customer(via, param, cookie_name, ref)
         return self._api_get(
-            "/api/monitor_groups/status",
-            endpoint="monitor_groups_status",
-            authorization=f"Zoho-authtoken {token}",
-            params=params,
+            path,
+            endpoint=source,
+            auth=auth,
+            params={**params, **selected},
             cookie=cookie,
-            secret=token,
-            read=parse_monitor_groups_status,
+            read=read,
         )
 
     # --- OAuth 2.0 (Zoho accounts) ------------------------------------------------------------
@@ -145,12 +217,23 @@ class Site24x7Client:
             "client_secret": client_secret,
             "code": code,
         }
-        return self._oauth_token(form, secrets=(client_secret, code), read=_oauth_tokens)
+        return self.execute(
+            self._oauth_token(form, secrets=(client_secret, code), read=_oauth_tokens)
+        )
 
     def mint_access_token(
         self, *, client_id: str, client_secret: str, refresh_token: str
     ) -> AccessToken:
         """A new access token (Zoho allows 10 per refresh token per 10 minutes: cache it)."""
+        return self.execute(
+            self.prepare_mint_access_token(
+                client_id=client_id, client_secret=client_secret, refresh_token=refresh_token
+            )
+        )
+
+    def prepare_mint_access_token(
+        self, *, client_id: str, client_secret: str, refresh_token: str
+    ) -> ApiCall[AccessToken]:
         form = {
             "grant_type": "refresh_token",
             "client_id": client_id,
@@ -161,7 +244,7 @@ class Site24x7Client:
 
     def revoke_refresh_token(self, *, refresh_token: str) -> None:
         """Revoke a refresh token; UnknownTokenError when Zoho does not know it."""
-        self._accounts_post(
+        call = self._accounts_post(
             self.accounts_url + "/oauth/v2/token/revoke",
             endpoint="oauth_revoke",
             family="oauth",
@@ -169,15 +252,18 @@ class Site24x7Client:
             secrets=(refresh_token,),
             read=_revoked,
         )
+        self.execute(call)
 
     def list_msp_customers(self, *, access_token: str) -> list[MspCustomer]:
         """Customers (`name`, `zaaid`, `user_id`) of the MSP."""
+        return self.execute(self.prepare_list_msp_customers(access_token=access_token))
+
+    def prepare_list_msp_customers(self, *, access_token: str) -> ApiCall[list[MspCustomer]]:
         token = _header_value(access_token, "access_token")
         return self._api_get(
             "/api/short/msp/customers",
             endpoint="short_customers",
-            authorization=f"Zoho-oauthtoken {token}",
-            secret=token,
+            auth=Auth.oauth(token),
             read=parse_msp_customers,
         )
 
@@ -188,28 +274,60 @@ class Site24x7Client:
 
         `zaaid_via`: "cookie" sends `Cookie: zaaid=<zaaid>` (documented), "param" `?zaaid=`.
         """
-        token = _header_value(access_token, "access_token")
-        zaaid = _customer_id(zaaid, "zaaid")
-        params, cookie = _select_customer(zaaid_via, "zaaid", "zaaid", zaaid)
-        return self._api_get(
-            "/api/current_status",
-            endpoint="current_status",
-            authorization=f"Zoho-oauthtoken {token}",
-            params={"group_required": "true", **params},
-            cookie=cookie,
-            secret=token,
-            read=parse_current_status,
+        return self.customer_status(
+            source=CURRENT_STATUS,
+            auth=Auth.oauth(access_token),
+            customer_ref=zaaid,
+            via=zaaid_via,
         )
 
     def msp_monitors_status(self, *, access_token: str) -> dict[str, list[GroupStatus]]:
-        """Groups of every customer in one MSP-wide call, keyed by zaaid."""
+        """Groups of every customer in one MSP-wide call, keyed by zaaid.
+
+        Same `GroupStatus` values per customer as `current_status` gives for that customer
+        (every group, subgroups included, with `top_group` True)."""
+        return self.execute(self.prepare_msp_monitors_status(access_token=access_token))
+
+    def prepare_msp_monitors_status(
+        self, *, access_token: str
+    ) -> ApiCall[dict[str, list[GroupStatus]]]:
         token = _header_value(access_token, "access_token")
         return self._api_get(
             "/api/msp/customers/monitors/status",
             endpoint="msp_monitors_status",
-            authorization=f"Zoho-oauthtoken {token}",
-            secret=token,
+            auth=Auth.oauth(token),
             read=parse_msp_monitors_status,
+        )
+
+    # --- sending prepared calls ---------------------------------------------------------------
+
+    def execute(self, call: ApiCall[T]) -> T:
+        """Send a prepared call and read its answer: the value, or a typed `Site24x7Error`."""
+        status, payload = self._transport.request(
+            call.method,
+            call.url,
+            endpoint=call.endpoint,
+            family=call.family,
+            headers=call.headers,
+            params=call.params,
+            form=call.form,
+            cookie=call.cookie,
+            secrets=call.secrets,
+        )
+        with _status_on_error(status):
+            return call.read(payload)
+
+    def send_raw(self, call: ApiCall[Any]) -> RawAnswer:
+        """Send a prepared call and return the unjudged answer (diagnostics only: the body may
+        hold secrets). Raises `TransientError` when no answer arrives."""
+        return self._transport.send_raw(
+            call.method,
+            call.url,
+            endpoint=call.endpoint,
+            headers=call.headers,
+            params=call.params,
+            form=call.form,
+            cookie=call.cookie,
         )
 
     # --- plumbing -------------------------------------------------------------------------
@@ -219,28 +337,26 @@ class Site24x7Client:
         path: str,
         *,
         endpoint: str,
-        authorization: str,
-        secret: str,
+        auth: Auth,
         read: Callable[[Any], T],
         params: dict[str, str] | None = None,
         cookie: str | None = None,
-    ) -> T:
+    ) -> ApiCall[T]:
         headers = {
-            "Authorization": authorization,
+            "Authorization": f"{auth.scheme} {auth.token}",
             "Accept": f"application/json; version={self.accept_version}",
         }
-        status, payload = self._transport.request(
-            "GET",
-            self.api_url + path,
+        return ApiCall(
+            method="GET",
+            url=self.api_url + path,
             endpoint=endpoint,
             family="api",
             headers=headers,
-            params=params,
+            read=read,
+            params=params or None,
             cookie=cookie,
-            secrets=(secret,),
+            secrets=(auth.token,),
         )
-        with _status_on_error(status):
-            return read(payload)
 
     def _accounts_post(
         self,
@@ -251,22 +367,21 @@ class Site24x7Client:
         form: dict[str, str],
         secrets: tuple[str, ...],
         read: Callable[[Any], T],
-    ) -> T:
-        status, payload = self._transport.request(
-            "POST",
-            url,
+    ) -> ApiCall[T]:
+        return ApiCall(
+            method="POST",
+            url=url,
             endpoint=endpoint,
             family=family,
             headers={"Accept": "application/json"},
+            read=read,
             form=form,
             secrets=secrets,
         )
-        with _status_on_error(status):
-            return read(payload)
 
     def _oauth_token(
         self, form: dict[str, str], *, secrets: tuple[str, ...], read: Callable[[Any], T]
-    ) -> T:
+    ) -> ApiCall[T]:
         url = self.accounts_url + "/oauth/v2/token"
         return self._accounts_post(
             url, endpoint="oauth_token", family="oauth", form=form, secrets=secrets, read=read

@@ -16,6 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +33,18 @@ logger = logging.getLogger("msp_dashboard.site24x7")
 POOL_SIZE = 32
 DEFAULT_PORTS = {"http": 80, "https": 443}
 Timeout = tuple[float, float]
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class RawAnswer:
+    """An upstream answer as received. The body may hold secrets: never print or log it."""
+
+    status: int
+    headers: Mapping[str, str]  # case-insensitive (requests' CaseInsensitiveDict)
+    content: bytes
+
+    def __repr__(self) -> str:
+        return f"RawAnswer(status={self.status}, {len(self.content)} bytes)"
 
 
 class RejectAllCookies(DefaultCookiePolicy):
@@ -138,6 +151,28 @@ class Transport:
         secrets: Sequence[str] = (),
     ) -> tuple[int, dict[str, Any] | list[Any]]:
         """Send one request; (HTTP status, decoded JSON) of a success, else a `Site24x7Error`."""
+        answer = self.send_raw(
+            method, url, endpoint=endpoint, headers=headers, params=params, form=form, cookie=cookie
+        )
+        ctx = Context(endpoint=endpoint, family=family, secrets=secrets)
+        return answer.status, check_response(answer.status, answer.headers, answer.content, ctx)
+
+    def send_raw(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+        cookie: str | None = None,
+    ) -> RawAnswer:
+        """Send one request and hand back the answer unjudged (status, headers, body).
+
+        For diagnostics (`probe`): the body may hold secrets, so never print or log it. A
+        request that gets no answer raises the same `TransientError`/`Site24x7Error` as
+        `request`."""
         self.check_url(url)
         all_headers = {"User-Agent": self.user_agent, **(headers or {})}
         if cookie is not None:
@@ -146,14 +181,13 @@ class Transport:
         started = time.monotonic()
         response, failure = self._send(method, url, all_headers, params, form)
         elapsed_ms = (time.monotonic() - started) * 1000
-        ctx = Context(endpoint=endpoint, family=family, secrets=secrets)
         if response is None:
             logger.debug("%s %s failed (%s) after %.0f ms", method, where, failure[1], elapsed_ms)
             raise _request_failure(*failure, endpoint=endpoint)
         status = response.status_code
         logger.debug("%s %s -> %s in %.0f ms", method, where, status, elapsed_ms)
         self.session().cookies.clear()  # belt and braces: the policy already refuses them
-        return status, check_response(status, response.headers, response.content, ctx)
+        return RawAnswer(status=status, headers=response.headers, content=response.content)
 
     def _send(
         self,

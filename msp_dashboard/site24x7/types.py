@@ -62,3 +62,40 @@ class AccessToken:
 
     def __repr__(self) -> str:
         return f"AccessToken(token={mask_secret(self.token)!r}, expires_in={self.expires_in!r})"
+
+
+LEGACY_SCHEME = "Zoho-authtoken"
+OAUTH_SCHEME = "Zoho-oauthtoken"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Auth:
+    """How a Site24x7 API call authenticates: the `Authorization` scheme and its token.
+
+    `Auth.legacy(authtoken)` sends `Zoho-authtoken <token>` (client-portal authtokens; the
+    customer is then selected by zaid), `Auth.oauth(access_token)` sends
+    `Zoho-oauthtoken <token>` (the customer is selected by zaaid). The token is masked in repr.
+    """
+
+    scheme: str
+    token: str
+
+    def __post_init__(self) -> None:
+        if self.scheme not in (LEGACY_SCHEME, OAUTH_SCHEME):
+            raise ValueError(f"auth scheme must be {LEGACY_SCHEME!r} or {OAUTH_SCHEME!r}")
+
+    @classmethod
+    def legacy(cls, authtoken: str) -> Auth:
+        return cls(LEGACY_SCHEME, authtoken)
+
+    @classmethod
+    def oauth(cls, access_token: str) -> Auth:
+        return cls(OAUTH_SCHEME, access_token)
+
+    @property
+    def generation(self) -> str:
+        """ "legacy" or "oauth" (the values of `portals.models.AuthGeneration`)."""
+        return "legacy" if self.scheme == LEGACY_SCHEME else "oauth"
+
+    def __repr__(self) -> str:
+        return f"Auth({self.scheme!r}, {mask_secret(self.token)!r})"
