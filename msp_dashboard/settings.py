@@ -3,6 +3,7 @@
 `.env` is read when present. Secrets have no defaults outside the demo and the tests, where
 they are generated once into `var/` (git ignores it)."""
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -38,6 +39,10 @@ if not SECRET_KEY and _LOCAL:
 # FIELD_ENCRYPTION_KEYS: comma-separated Fernet keys, first is primary. A missing or bad value
 # stops start-up through a system check (tokens/checks.py), not here, so the message is clear.
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+# Production may keep the keys in a file readable by the service user only (mode 0400),
+# one key per line or comma-separated, instead of the environment.
+if _keys_file := env("FIELD_ENCRYPTION_KEYS_FILE", default=""):
+    FIELD_ENCRYPTION_KEYS = Path(_keys_file).read_text().replace(",", " ").split()
 if not FIELD_ENCRYPTION_KEYS and _LOCAL:
     FIELD_ENCRYPTION_KEYS = [
         _generated_secret("field_encryption_key", lambda: Fernet.generate_key().decode())
@@ -99,6 +104,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+    # Tests use a file too, one per test process: the default shared-cache in-memory database
+    # fails at once with "database table is locked" when worker threads write concurrently.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -180,10 +188,27 @@ SITE24X7_REFRESH_TOKEN = env("SITE24X7_REFRESH_TOKEN", default="")
 SITE24X7_CALL_BUDGET = env.int("SITE24X7_CALL_BUDGET", default=40)
 SITE24X7_CALL_BUDGET_WINDOW = env.int("SITE24X7_CALL_BUDGET_WINDOW", default=300)
 
+# --- Site24x7 switches (issue 10) -------------------------------------------------------
+# What the public docs leave open; `manage.py site24x7_probe` says which values a real account
+# needs (docs/connecting-a-real-account.md). Checked at start-up (tokens.upstream, system check).
+# Status source per auth generation: monitor_groups_status | current_status.
+SITE24X7_LEGACY_STATUS_SOURCE = env(
+    "SITE24X7_LEGACY_STATUS_SOURCE", default="monitor_groups_status"
+)
+SITE24X7_OAUTH_STATUS_SOURCE = env("SITE24X7_OAUTH_STATUS_SOURCE", default="current_status")
+# How the customer is selected: param (?zaid= / ?zaaid=) | cookie (clientportal= / zaaid=).
+SITE24X7_ZAID_VIA = env("SITE24X7_ZAID_VIA", default="param")
+SITE24X7_ZAAID_VIA = env("SITE24X7_ZAAID_VIA", default="cookie")
+# The version in `Accept: application/json; version=<v>` (Terraform's provider sends 2.1).
+SITE24X7_ACCEPT_VERSION = env("SITE24X7_ACCEPT_VERSION", default="2.0")
+# Call budget per endpoint, e.g. "current_status=40,monitor_groups_status=40"; endpoints not
+# named use SITE24X7_CALL_BUDGET. Read through tokens.upstream.call_budget_for(endpoint).
+SITE24X7_CALL_BUDGETS = env.dict("SITE24X7_CALL_BUDGETS", default={})
+
 # --- Refresh ------------------------------------------------------------------------------
 REFRESH_INTERVAL = env.int("REFRESH_INTERVAL", default=300)
 REFRESH_CONCURRENCY = env.int("REFRESH_CONCURRENCY", default=32)
-REFRESH_MAX_RETRIES = 3
+REFRESH_MAX_RETRIES = env.int("REFRESH_MAX_RETRIES", default=3)
 REFRESH_BACKOFF_BASE = env.float("REFRESH_BACKOFF_BASE", default=2.0)
 REFRESH_BACKOFF_MAX = env.float("REFRESH_BACKOFF_MAX", default=300.0)
 BREAKER_THRESHOLD = env.int("BREAKER_THRESHOLD", default=5)
@@ -205,13 +230,16 @@ if REDIS_URL:
     }
 else:
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    # kombu's transport with atomic writes and claims (see msp_dashboard/celery.py).
+    CELERY_BROKER_TRANSPORT = "msp_dashboard.celery:FilesystemTransport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_SERIALIZER = "json"
@@ -220,6 +248,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# One cap on refreshes running at once per worker (the Procfile passes the same number).
+CELERY_WORKER_CONCURRENCY = REFRESH_CONCURRENCY
+# Early ack (REL-09): a refresh lost with a killed worker is replaced by the next round; its
+# lease expires by itself. No acks_late, so no redelivery loops.
+CELERY_TASK_ACKS_LATE = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_TIME_LIMIT = TASK_TIME_LIMIT

@@ -7,8 +7,6 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-
-
 UNKNOWN = -1  # msp_dashboard.site24x7.Status.UNKNOWN
 
 
@@ -55,6 +53,10 @@ class Customer(models.Model):
     # Overlap guard (REL-02): a lease taken with one conditional UPDATE, expiring by itself.
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=32, blank=True)
+    # Per-round guard of the fan-out (REL-03): set by one conditional UPDATE when a round
+    # enqueues this customer's refresh; a customer enqueued within half an interval is skipped.
+    refresh_enqueued_at = models.DateTimeField(null=True, blank=True)
+    refresh_round = models.CharField(max_length=32, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -86,7 +88,9 @@ class MonitorGroup(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["customer", "group_id"], name="group_unique_per_customer")
+            models.UniqueConstraint(
+                fields=["customer", "group_id"], name="group_unique_per_customer"
+            )
         ]
 
     def __str__(self):

@@ -1,0 +1,726 @@
+"""Customer discovery (sync) and the background refresh: the only code that writes what
+Site24x7 says about customers.
+
+Refresh, in one picture (DESIGN.md, "Data flow"): beat runs `refresh_due` every interval, which
+claims the due customers with one conditional UPDATE and enqueues one `refresh_customer(id)`
+each, staggered over half the interval and expiring at the next round. A refresh takes a lease
+on its customer row (one conditional UPDATE), spends one unit of the call budget, makes one
+upstream call, and writes groups, status changes and the outcome in one transaction, fenced on
+the time its fetch started. Failures are classified: transient ones are retried by Celery (the
+one retry layer) with full-jitter back-off honouring Retry-After; auth failures invalidate the
+credential and stop polling; every counted failure feeds the per-customer circuit breaker.
+
+Secrets: decrypted here only to be handed to the client for one call; error text is scrubbed
+of them before it is stored; tasks carry customer ids only."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, CharField, F, OuterRef, Q, QuerySet, Subquery, When
+from django.utils import timezone
+
+from msp_dashboard.site24x7 import (
+    AuthError,
+    GroupStatus,
+    ResponseError,
+    Site24x7Error,
+    Status,
+    ThrottledError,
+    TransientError,
+    worst_status,
+)
+from msp_dashboard.site24x7.redact import scrub
+from tokens.crypto import DecryptionError
+from tokens.models import AuditAction, AuditOutcome, Credential, CredentialKind, CredentialState
+from tokens.services import (
+    audit_record,
+    credential_for_customer,
+    credential_mark_invalid,
+    credential_secret,
+    oauth_access_token,
+)
+from tokens.upstream import get_client, status_call_for
+
+from .limits import BudgetExhausted, budget_take
+from .models import AuthGeneration, Customer, MonitorGroup, StatusChange
+
+logger = logging.getLogger("portals.refresh")
+
+STAGGER_FRACTION = 0.5
+"""Refreshes of one round start spread over this part of the interval; the rest is slack
+before they expire at the next round."""
+MSP_ACCOUNT = "msp"
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    created: int = 0
+    updated: int = 0
+    deactivated: int = 0
+    reactivated: int = 0
+    unchanged: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.deactivated or self.reactivated)
+
+    def __str__(self) -> str:
+        return (
+            f"created={self.created} updated={self.updated} deactivated={self.deactivated} "
+            f"reactivated={self.reactivated} unchanged={self.unchanged}"
+        )
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """One credential's line of `customers_sync_all`: a result, or why there is none."""
+
+    credential_id: int
+    label: str
+    result: SyncResult | None = None
+    error: str = ""
+
+
+class RefreshResult:
+    OK = "ok"  # fresh data stored
+    SKIPPED = "skipped"  # no upstream call: running elsewhere, paused, throttled, no credential
+    FAILED = "failed"  # the upstream call (or the budget) failed; previous data kept
+    IGNORED = "ignored"  # a newer result was already stored (fencing)
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    customer_id: int
+    result: str
+    reason: str = ""  # why skipped, or the error kind when failed
+    error: str = ""  # scrubbed, short
+    groups: int | None = None
+    worst_status: Status | None = None
+    duration: timedelta | None = None
+    retry_in: float | None = None  # seconds; set when the task should retry
+
+
+@dataclass(frozen=True)
+class RefreshNowResult:
+    queued: bool
+    message: str
+
+
+@dataclass
+class _Failure:
+    kind: str
+    message: str
+    transient: bool = False
+    counts: bool = True  # feeds consecutive_failures and the circuit breaker
+    retry_after: float | None = None
+    throttle_for: float | None = None
+
+
+@dataclass
+class _Call:
+    """What one refresh learned along the way: the secrets to scrub from any error."""
+
+    secrets: list[str] = field(default_factory=list)
+
+
+# --- credential state, in one query for many customers -----------------------------------------
+
+
+def with_credential_state(queryset: QuerySet) -> QuerySet:
+    """Annotate `credential_state`: the state of the credential a refresh would use ("active",
+    "invalid"), or None when there is none. Legacy: the customer's best portal authtoken (an
+    active one first); OAuth: the MSP identity that reads it. Revoked counts as none."""
+    legacy = (
+        Credential.objects.filter(customer=OuterRef("pk"), kind=CredentialKind.PORTAL_AUTHTOKEN)
+        .exclude(state=CredentialState.REVOKED)
+        .order_by(Case(When(state=CredentialState.ACTIVE, then=0), default=1), "-created_at", "-id")
+        .values("state")[:1]
+    )
+    oauth_state = Case(
+        When(msp_credential__state=CredentialState.REVOKED, then=None),
+        default=F("msp_credential__state"),
+        output_field=CharField(),
+    )
+    return queryset.annotate(
+        credential_state=Case(
+            When(auth_generation=AuthGeneration.OAUTH, then=oauth_state),
+            default=Subquery(legacy),
+            output_field=CharField(),
+        )
+    )
+
+
+# --- customer sync (issue 3) -------------------------------------------------------------------
+
+
+def customer_sync(*, credential: Credential, actor=None, ip: str | None = None) -> SyncResult:
+    """Read the MSP customer list with this MSP credential and upsert the customers.
+
+    Customers no longer listed (for this credential) become inactive, never deleted; a customer
+    that comes back is reactivated. A run that finds nothing new writes nothing. Raises the
+    client's typed error when the list cannot be read (AuthError: the credential is marked
+    invalid first)."""
+    if credential.kind not in (CredentialKind.MSP_AUTHTOKEN, CredentialKind.OAUTH):
+        raise ValueError("customer sync needs an MSP authtoken or an OAuth identity")
+    try:
+        listed = _listed_customers(credential)
+    except Site24x7Error as exc:
+        _sync_failed(credential, exc, actor=actor, ip=ip)
+        raise
+    result = _upsert_customers(credential, listed)
+    if result.changed or actor is not None:
+        audit_record(
+            action=AuditAction.CUSTOMER_SYNC, actor=actor, ip=ip, credential=credential,
+            detail=str(result),
+        )  # fmt: skip
+    logger.info("sync: credential %s: %s", credential.pk, result)
+    return result
+
+
+def customers_sync_all(*, actor=None, ip: str | None = None) -> list[SyncReport]:
+    """`customer_sync` for every active MSP credential; one failing does not stop the others."""
+    reports = []
+    credentials = Credential.objects.filter(
+        kind__in=(CredentialKind.MSP_AUTHTOKEN, CredentialKind.OAUTH),
+        state=CredentialState.ACTIVE,
+    ).order_by("pk")
+    for credential in credentials:
+        label = credential.label or credential.get_kind_display()
+        try:
+            result = customer_sync(credential=credential, actor=actor, ip=ip)
+        except (Site24x7Error, DecryptionError, BudgetExhausted) as exc:
+            reports.append(SyncReport(credential.pk, label, error=scrub(exc, ())))
+            continue
+        reports.append(SyncReport(credential.pk, label, result=result))
+    return reports
+
+
+def _listed_customers(credential: Credential) -> dict[str, dict[str, str]]:
+    """{portal_id or zaaid: fields} as Site24x7 lists them for this credential."""
+    client = get_client(credential.data_centre)
+    if credential.kind == CredentialKind.MSP_AUTHTOKEN:
+        _spend(credential, "portals", MSP_ACCOUNT)
+        portals = client.list_portals(msp_authtoken=credential_secret(credential))
+        return {p.portal_id: {"name": p.name[:200], "zaid": p.zaid} for p in portals}
+    token = oauth_access_token(credential=credential)
+    try:
+        _spend(credential, "short_customers", MSP_ACCOUNT)
+        customers = client.list_msp_customers(access_token=token)
+    except AuthError:
+        token = oauth_access_token(credential=credential, rejected=token)
+        _spend(credential, "short_customers", MSP_ACCOUNT)
+        customers = client.list_msp_customers(access_token=token)
+    return {c.zaaid: {"name": c.name[:200], "user_id": c.user_id} for c in customers}
+
+
+def _sync_failed(credential: Credential, exc: Site24x7Error, *, actor, ip) -> None:
+    reason = scrub(exc, ())
+    if isinstance(exc, AuthError):
+        credential_mark_invalid(credential=credential, reason=reason)
+    elif actor is None:
+        logger.warning("sync: credential %s: %s", credential.pk, reason)
+        return
+    audit_record(
+        action=AuditAction.CUSTOMER_SYNC, outcome=AuditOutcome.FAILURE, actor=actor, ip=ip,
+        credential=credential, detail=reason,
+    )  # fmt: skip
+
+
+SYNC_FIELDS = ["name", "zaid", "user_id", "data_centre", "auth_generation", "msp_credential_id",
+               "is_active", "deactivated_at"]  # fmt: skip
+
+
+def _upsert_customers(credential: Credential, listed: dict[str, dict[str, str]]) -> SyncResult:
+    legacy = credential.kind == CredentialKind.MSP_AUTHTOKEN
+    key = "portal_id" if legacy else "zaaid"
+    generation = AuthGeneration.LEGACY if legacy else AuthGeneration.OAUTH
+    now = timezone.now()
+    mine = Q(**{f"{key}__in": list(listed)}) | Q(msp_credential=credential)
+    known = Customer.objects.filter(mine)
+    existing = {getattr(c, key): c for c in known}
+    common = {"data_centre": credential.data_centre, "auth_generation": generation,
+              "msp_credential_id": credential.pk}  # fmt: skip
+    new, changed, counts = [], [], dict.fromkeys(("updated", "reactivated", "unchanged"), 0)
+    for ident, fields in listed.items():
+        customer = existing.get(ident)
+        if customer is None:
+            new.append(Customer(**{key: ident}, **fields, **common, discovered_at=now))
+            continue
+        outcome = _apply(customer, {**fields, **common, "is_active": True, "deactivated_at": None})
+        counts[outcome] += 1
+        if outcome != "unchanged":
+            changed.append(customer)
+    gone = [c for k, c in existing.items() if k not in listed and c.is_active
+            and c.msp_credential_id == credential.pk]  # fmt: skip
+    for customer in gone:
+        customer.is_active, customer.deactivated_at = False, now
+    if new or changed or gone:
+        with transaction.atomic():
+            Customer.objects.bulk_create(new, batch_size=500)
+            Customer.objects.bulk_update(changed + gone, SYNC_FIELDS, batch_size=500)
+    return SyncResult(created=len(new), deactivated=len(gone), **counts)
+
+
+def _apply(customer: Customer, values: dict) -> str:
+    """Set `values` on `customer`; "reactivated", "updated" or "unchanged"."""
+    was_active = customer.is_active
+    if not _assign(customer, values):
+        return "unchanged"
+    return "updated" if was_active else "reactivated"
+
+
+def _assign(obj, values: dict) -> bool:
+    """Set the attributes that differ; True if any did."""
+    diff = {name: value for name, value in values.items() if getattr(obj, name) != value}
+    for name, value in diff.items():
+        setattr(obj, name, value)
+    return bool(diff)
+
+
+# --- the fan-out (beat, every interval) --------------------------------------------------------
+
+
+def customers_due(*, now: datetime) -> QuerySet:
+    """Active customers with a usable credential, not paused, not throttled, not running, and
+    not already enqueued by a round in the last half interval."""
+    guard = now - timedelta(seconds=settings.REFRESH_INTERVAL / 2)
+    return (
+        with_credential_state(Customer.objects.filter(is_active=True))
+        .filter(credential_state=CredentialState.ACTIVE)
+        .exclude(throttled_until__gt=now)
+        .exclude(paused_until__gt=now)
+        .exclude(lease_until__gt=now)
+        .filter(Q(refresh_enqueued_at__isnull=True) | Q(refresh_enqueued_at__lte=guard))
+    )
+
+
+def customers_enqueue_due(*, now: datetime | None = None) -> int:
+    """Claim the due customers for this round and enqueue one refresh each.
+
+    The claim is one UPDATE whose own WHERE repeats the per-round guard, so two rounds that
+    run at once (a pile-up after an outage) claim disjoint sets: each customer is enqueued at
+    most once per round. Refreshes are staggered over half the interval and expire at the next
+    round, so messages that wait in a stopped queue never pile up."""
+    from .tasks import refresh_customer  # tasks import this module
+
+    now = now or timezone.now()
+    interval = settings.REFRESH_INTERVAL
+    guard = now - timedelta(seconds=interval / 2)
+    round_id = uuid.uuid4().hex
+    due = customers_due(now=now).values("pk")
+    claimed = (
+        Customer.objects.filter(pk__in=Subquery(due))
+        .filter(Q(refresh_enqueued_at__isnull=True) | Q(refresh_enqueued_at__lte=guard))
+        .update(refresh_enqueued_at=now, refresh_round=round_id)
+    )
+    if not claimed:
+        return 0
+    ids = list(
+        Customer.objects.filter(refresh_round=round_id).order_by("pk").values_list("pk", flat=True)
+    )
+    spread = interval * STAGGER_FRACTION / len(ids)
+    expires = now + timedelta(seconds=interval)
+    for index, pk in enumerate(ids):
+        refresh_customer.apply_async(args=[pk], countdown=round(index * spread, 3), expires=expires)
+    logger.info("refresh round %s: %d customers enqueued", round_id[:8], len(ids))
+    return len(ids)
+
+
+# --- refresh now (operators) -------------------------------------------------------------------
+
+
+def customer_refresh_now(*, customer_id: int, actor=None) -> RefreshNowResult:
+    """Queue a refresh of one customer at once, for an operator.
+
+    Bypasses the due check and an open circuit breaker (an explicit request is the probe; a
+    failure while paused leaves the pause as it was), but not the lease (a running refresh
+    wins), the call budget, or a throttle Site24x7 asked for (Retry-After)."""
+    from .tasks import refresh_customer
+
+    customer = Customer.objects.select_related("msp_credential").get(pk=customer_id)
+    now = timezone.now()
+    refusal = _refresh_now_refusal(customer, now)
+    if refusal:
+        return RefreshNowResult(False, refusal)
+    refresh_customer.apply_async_on_commit(
+        args=[customer.pk],
+        kwargs={"manual": True},
+        expires=now + timedelta(seconds=settings.REFRESH_INTERVAL),
+    )
+    who = actor.get_username() if getattr(actor, "is_authenticated", False) else "system"
+    logger.info("refresh now: customer %s queued by %s", customer.pk, who)
+    return RefreshNowResult(True, f"Refresh of {customer.name} queued.")
+
+
+def _refresh_now_refusal(customer: Customer, now: datetime) -> str:
+    if not customer.is_active:
+        return f"{customer.name} is no longer listed by Site24x7; it is not refreshed."
+    if credential_for_customer(customer) is None:
+        return f"{customer.name} has no usable credential: create, import or reconnect one."
+    if customer.throttled_until and customer.throttled_until > now:
+        until = timezone.localtime(customer.throttled_until).strftime("%H:%M:%S")
+        return f"Site24x7 asked us to wait before reading {customer.name} again: after {until}."
+    return ""
+
+
+# --- one refresh --------------------------------------------------------------------------------
+
+
+def customer_refresh(*, customer_id: int, attempt: int = 0, manual: bool = False) -> RefreshOutcome:
+    """Refresh one customer: at most one upstream call (two for OAuth when the access token
+    was rejected and is replaced), written in one transaction. Never raises for upstream
+    trouble: the outcome says what happened, and `retry_in` when Celery should retry."""
+    now = timezone.now()
+    customer = Customer.objects.select_related("msp_credential").filter(pk=customer_id).first()
+    reason = _skip_reason(customer, now, manual)
+    credential = credential_for_customer(customer) if not reason else None
+    if not reason and credential is None:
+        reason = "no credential"
+    if reason:
+        return RefreshOutcome(customer_id, RefreshResult.SKIPPED, reason)
+    lease = _lease_take(customer_id)
+    if lease is None:
+        return RefreshOutcome(customer_id, RefreshResult.SKIPPED, "already running")
+    try:
+        return _refresh_leased(customer, credential, attempt)
+    finally:
+        _lease_release(customer_id, lease)
+
+
+def _skip_reason(customer: Customer | None, now: datetime, manual: bool) -> str:
+    if customer is None or not customer.is_active:
+        return "inactive"
+    if customer.throttled_until and customer.throttled_until > now:
+        return "throttled"
+    if not manual and customer.paused_until and customer.paused_until > now:
+        return "paused"
+    return ""
+
+
+def lease_timeout() -> timedelta:
+    """A lease outlives the task's hard time limit, so only a killed worker leaves one behind,
+    and then it blocks its customer no longer than this."""
+    return timedelta(seconds=settings.TASK_TIME_LIMIT + 10)
+
+
+def _lease_take(customer_id: int) -> str | None:
+    """The overlap guard (REL-02): one conditional UPDATE; the token, or None if held."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    taken = (
+        Customer.objects.filter(pk=customer_id)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
+        .update(lease_until=now + lease_timeout(), lease_token=token)
+    )
+    return token if taken else None
+
+
+def _lease_release(customer_id: int, token: str) -> None:
+    Customer.objects.filter(pk=customer_id, lease_token=token).update(
+        lease_until=None, lease_token=""
+    )
+
+
+def _refresh_leased(customer: Customer, credential: Credential, attempt: int) -> RefreshOutcome:
+    started = timezone.now()
+    clock = time.monotonic()
+    call = _Call()
+    try:
+        groups = _fetch_groups(customer, credential, call)
+    except BudgetExhausted as exc:
+        return _budget_spent(customer, started, exc.wait)
+    except (Site24x7Error, DecryptionError, SoftTimeLimitExceeded) as exc:
+        duration = timedelta(seconds=time.monotonic() - clock)
+        failure = _classify(exc, call, customer)
+        return _failed(customer, credential, failure, started, duration, attempt)
+    duration = timedelta(seconds=time.monotonic() - clock)
+    stored = customer_store_groups(
+        customer_id=customer.pk, groups=groups, started=started, duration=duration
+    )
+    result = RefreshResult.OK if stored else RefreshResult.IGNORED
+    worst = _worst(groups)
+    logger.info("refresh: customer %s %s in %.2f s", customer.pk, result, duration.total_seconds())
+    return RefreshOutcome(
+        customer.pk, result, groups=len(groups), worst_status=worst, duration=duration
+    )
+
+
+def _fetch_groups(customer: Customer, credential: Credential, call: _Call) -> list[GroupStatus]:
+    """The customer's groups from the status source and selector the switches name
+    (SITE24X7_*_STATUS_SOURCE, SITE24X7_ZAID_VIA / ZAAID_VIA, tokens.upstream)."""
+    client = get_client(customer.data_centre)
+    status_call = status_call_for(customer.auth_generation)
+    if customer.auth_generation == AuthGeneration.OAUTH:
+        return _fetch_oauth(client, status_call, customer, credential, call)
+    token = credential_secret(credential)
+    call.secrets.append(token)
+    _spend(credential, status_call.source, customer.pk)
+    return status_call.fetch(client, customer=customer, token=token)
+
+
+def _fetch_oauth(client, status_call, customer: Customer, credential: Credential, call: _Call):
+    """One call with the shared access token; if Site24x7 rejects the token itself (401), one
+    more with a replacement (minted once for all workers), before the identity is blamed."""
+    token = oauth_access_token(credential=credential)
+    call.secrets.append(token)
+    try:
+        _spend(credential, status_call.source, customer.pk)
+        return status_call.fetch(client, customer=customer, token=token)
+    except AuthError as exc:
+        if exc.http_status == 403:
+            raise
+    token = oauth_access_token(credential=credential, rejected=token)
+    call.secrets.append(token)
+    _spend(credential, status_call.source, customer.pk)
+    return status_call.fetch(client, customer=customer, token=token)
+
+
+def _spend(credential: Credential, endpoint: str, account: str | int) -> None:
+    budget_take(credential_id=credential.pk, endpoint=endpoint, account=account)
+
+
+def _classify(exc: BaseException, call: _Call, customer: Customer) -> _Failure:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return _Failure("timeout", "the refresh ran out of time (soft time limit)", transient=True)
+    if isinstance(exc, DecryptionError):
+        return _Failure("secret", "the stored credential does not decrypt with the current keys")
+    message = scrub(exc, call.secrets) or type(exc).__name__
+    if isinstance(exc, ThrottledError):
+        return _Failure("throttled", message, transient=True, retry_after=exc.retry_after)
+    if isinstance(exc, TransientError):
+        return _Failure(_transient_kind(exc, message), message, transient=True)
+    if isinstance(exc, AuthError):
+        if customer.auth_generation == AuthGeneration.OAUTH and exc.http_status == 403:
+            # The identity works, but not for this customer: its own problem, not the
+            # identity's; the breaker pauses it if it persists.
+            return _Failure("forbidden", message)
+        return _Failure("auth", message, counts=False)
+    if isinstance(exc, ResponseError):
+        return _Failure("response", message)
+    return _Failure("error", message)
+
+
+def _transient_kind(exc: TransientError, message: str) -> str:
+    if exc.http_status:
+        return "server"
+    lowered = message.lower()
+    return "timeout" if "in time" in lowered or "timed out" in lowered else "connection"
+
+
+def backoff_delay(attempt: int) -> float:
+    """Full jitter: uniform between 0 and min(cap, base * 2**attempt) seconds."""
+    ceiling = min(settings.REFRESH_BACKOFF_MAX, settings.REFRESH_BACKOFF_BASE * 2**attempt)
+    return random.uniform(0, ceiling)
+
+
+def _failed(customer, credential, failure: _Failure, started, duration, attempt) -> RefreshOutcome:
+    delay = None
+    if failure.transient:
+        delay = max(backoff_delay(attempt), failure.retry_after or 0)
+        if failure.kind == "throttled":
+            failure.throttle_for = failure.retry_after if failure.retry_after else delay
+    if failure.kind == "auth":
+        credential_mark_invalid(credential=credential, reason=failure.message, customer=customer)
+    recorded, tripped = _record_failure(customer.pk, failure, started, duration)
+    retry = (
+        delay is not None
+        and recorded
+        and not tripped
+        and attempt < settings.REFRESH_MAX_RETRIES
+        and delay <= settings.REFRESH_BACKOFF_MAX  # longer waits are the next round's job
+    )
+    logger.info(
+        "refresh: customer %s failed (%s)%s", customer.pk, failure.kind,
+        f", retry in {delay:.1f} s" if retry else "",
+    )  # fmt: skip
+    return RefreshOutcome(
+        customer.pk,
+        RefreshResult.FAILED if recorded else RefreshResult.IGNORED,
+        failure.kind,
+        failure.message,
+        duration=duration,
+        retry_in=delay if retry else None,
+    )
+
+
+def _record_failure(customer_id, failure: _Failure, started, duration) -> tuple[bool, bool]:
+    """Write a failed attempt (previous data stays); (recorded, breaker tripped)."""
+    now = timezone.now()
+    with transaction.atomic():
+        row = Customer.objects.select_for_update().get(pk=customer_id)
+        if _newer_than(row, started):
+            return False, False
+        row.last_attempt_at, row.last_duration = started, duration
+        row.last_error, row.last_error_kind = failure.message[:300], failure.kind
+        if failure.throttle_for is not None:
+            row.throttled_until = now + timedelta(seconds=failure.throttle_for)
+        tripped = failure.counts and _count_failure(row, now)
+        row.save(update_fields=OUTCOME_FIELDS)
+    return True, tripped
+
+
+def _newer_than(row: Customer, started: datetime) -> bool:
+    """A result of an attempt that started at `started` is older than what is stored."""
+    return bool(
+        (row.data_fetched_at and row.data_fetched_at >= started)
+        or (row.last_attempt_at and row.last_attempt_at > started)
+    )
+
+
+def _count_failure(row: Customer, now: datetime) -> bool:
+    """One more failure in a row; open the breaker at the threshold (REL-07). A failure while
+    already paused (an operator's manual probe) leaves the pause as it is."""
+    row.consecutive_failures += 1
+    if row.consecutive_failures < settings.BREAKER_THRESHOLD:
+        return False
+    if row.paused_until and row.paused_until > now:
+        return True
+    pause = min(settings.BREAKER_PAUSE * 2**row.breaker_trips, settings.BREAKER_PAUSE_MAX)
+    row.paused_until = now + timedelta(seconds=pause)
+    row.breaker_trips += 1
+    logger.warning("refresh: customer %s paused for %d s (breaker)", row.pk, pause)
+    return True
+
+
+def _budget_spent(customer: Customer, started: datetime, wait: float) -> RefreshOutcome:
+    """No call was made: treat the customer as throttled until the budget allows one."""
+    message = f"call budget spent; next call in {wait:.0f} s"
+    failure = _Failure("budget", message, counts=False, throttle_for=wait)
+    recorded, _ = _record_failure(customer.pk, failure, started, timedelta(0))
+    result = RefreshResult.FAILED if recorded else RefreshResult.IGNORED
+    return RefreshOutcome(customer.pk, result, "budget", message)
+
+
+OUTCOME_FIELDS = [
+    "last_attempt_at", "last_duration", "last_error", "last_error_kind", "throttled_until",
+    "consecutive_failures", "paused_until", "breaker_trips",
+]  # fmt: skip
+
+
+# --- storing a successful result -----------------------------------------------------------------
+
+
+def customer_store_groups(
+    *,
+    customer_id: int,
+    groups: Iterable[GroupStatus],
+    started: datetime,
+    duration: timedelta | None = None,
+) -> bool:
+    """Store the groups fetched at `started` in one transaction: groups upserted (unique by
+    customer and group id), vanished ones removed, every status change recorded, worst status
+    and outcome on the customer row. False (nothing written) when data fetched later is
+    already stored: a result older than what is stored is ignored (REL-01)."""
+    groups = list({g.group_id: g for g in groups}.values())
+    now = timezone.now()
+    with transaction.atomic():
+        row = Customer.objects.select_for_update().get(pk=customer_id)
+        if row.data_fetched_at and row.data_fetched_at >= started:
+            return False
+        changes = _upsert_groups(row, groups, now)
+        worst = int(_worst(groups))
+        previous = row.worst_status if row.data_fetched_at else None
+        if previous != worst:
+            change = StatusChange(customer=row, from_status=previous, to_status=worst, at=now)
+            changes.append(change)
+            row.worst_status, row.worst_status_since = worst, now
+        StatusChange.objects.bulk_create(changes, batch_size=500)
+        _mark_fresh(row, started, now, duration)
+    return True
+
+
+def _worst(groups: list[GroupStatus]) -> Status:
+    """Worst of the top groups (a subgroup's status already counts in its parent); of all
+    groups when none is marked top."""
+    top = [g.status for g in groups if g.top_group]
+    return worst_status(top or [g.status for g in groups])
+
+
+GROUP_FIELDS = ["name", "status", "monitors", "error_monitors", "top_group", "status_since",
+                "updated_at"]  # fmt: skip
+
+
+def _upsert_groups(row: Customer, groups: list[GroupStatus], now: datetime) -> list[StatusChange]:
+    existing = {g.group_id: g for g in MonitorGroup.objects.filter(customer=row)}
+    new, changed, changes = [], [], []
+    for fetched in groups:
+        values = {
+            "name": fetched.name[:200],
+            "status": int(fetched.status),
+            "monitors": max(0, fetched.monitors),
+            "error_monitors": max(0, fetched.error_monitors),
+            "top_group": fetched.top_group,
+        }
+        group = existing.get(fetched.group_id)
+        if group is None:
+            group = MonitorGroup(customer=row, group_id=fetched.group_id[:40], **values,
+                                 status_since=now, updated_at=now)  # fmt: skip
+            new.append(group)
+            changes.append(_group_change(row, group, None, now))
+            continue
+        old_status = group.status
+        if not _assign(group, values):
+            continue
+        group.updated_at = now
+        if group.status != old_status:
+            group.status_since = now
+            changes.append(_group_change(row, group, old_status, now))
+        changed.append(group)
+    vanished = [g.pk for gid, g in existing.items() if gid not in {f.group_id for f in groups}]
+    if vanished:
+        MonitorGroup.objects.filter(pk__in=vanished).delete()
+    MonitorGroup.objects.bulk_create(new, batch_size=500)
+    MonitorGroup.objects.bulk_update(changed, GROUP_FIELDS, batch_size=500)
+    return changes
+
+
+def _group_change(row: Customer, group: MonitorGroup, old: int | None, now) -> StatusChange:
+    return StatusChange(
+        customer=row, group_id=group.group_id, group_name=group.name, from_status=old,
+        to_status=group.status, at=now,
+    )  # fmt: skip
+
+
+def _mark_fresh(row: Customer, started: datetime, now: datetime, duration) -> None:
+    row.data_fetched_at, row.last_success_at = started, now
+    fields = ["data_fetched_at", "last_success_at", "worst_status", "worst_status_since"]
+    if not (row.last_attempt_at and row.last_attempt_at > started):
+        # The latest attempt: clear the error and the breaker.
+        row.last_attempt_at, row.last_duration = started, duration
+        row.last_error, row.last_error_kind = "", ""
+        row.consecutive_failures, row.breaker_trips = 0, 0
+        row.paused_until = row.throttled_until = None
+        fields += OUTCOME_FIELDS
+    row.save(update_fields=fields)
+
+
+__all__ = [
+    "RefreshNowResult",
+    "RefreshOutcome",
+    "RefreshResult",
+    "SyncReport",
+    "SyncResult",
+    "backoff_delay",
+    "customer_refresh",
+    "customer_refresh_now",
+    "customer_store_groups",
+    "customer_sync",
+    "customers_due",
+    "customers_enqueue_due",
+    "customers_sync_all",
+    "lease_timeout",
+    "with_credential_state",
+]

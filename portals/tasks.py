@@ -1,0 +1,41 @@
+"""Celery tasks: thin, idempotent, ids only (SEC-10); each calls one service.
+
+`refresh_due` runs on beat every REFRESH_INTERVAL (expires at the next round); it enqueues
+`refresh_customer(id)` per due customer. Celery's retry is the one retry layer: the service
+says when (`retry_in`: full-jitter back-off, never shorter than Retry-After), the task retries.
+Time limits: settings.TASK_SOFT_TIME_LIMIT / TASK_TIME_LIMIT (prefork pool; the thread pool of
+the demo relies on the client's read timeout instead)."""
+
+from celery import shared_task
+from django.conf import settings
+
+from .services import customer_refresh, customers_enqueue_due, customers_sync_all
+
+
+@shared_task(name="portals.tasks.refresh_due", ignore_result=True)
+def refresh_due() -> int:
+    return customers_enqueue_due()
+
+
+@shared_task(
+    bind=True,
+    name="portals.tasks.refresh_customer",
+    ignore_result=True,
+    soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
+    time_limit=settings.TASK_TIME_LIMIT,
+)
+def refresh_customer(self, customer_id: int, manual: bool = False) -> str:
+    outcome = customer_refresh(
+        customer_id=int(customer_id), attempt=self.request.retries, manual=manual
+    )
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in, max_retries=settings.REFRESH_MAX_RETRIES)
+    return outcome.result
+
+
+@shared_task(name="portals.tasks.sync_customers", ignore_result=True)
+def sync_customers() -> list[str]:
+    return [
+        f"{r.credential_id}: {r.result if r.result else 'failed: ' + r.error}"
+        for r in customers_sync_all()
+    ]
