@@ -26,6 +26,7 @@ from msp_dashboard.site24x7.redact import scrub
 
 from . import crypto
 from . import errors as e
+from .locks import exclusive
 from .models import (
     AuditAction,
     AuditEvent,
@@ -205,20 +206,19 @@ def oauth_access_token(*, credential: Credential, rejected: str | None = None) -
     if token and token != rejected:
         return token
     deadline = time.monotonic() + LOCK_WAIT
-    while not cache.add(f"{key}:lock", "1", timeout=30):
+    while True:
+        with exclusive(f"{key}:mint", timeout=30) as held:
+            if held:
+                token = _cached_access_token(key)
+                if token and token != rejected:
+                    return token
+                return _mint_and_cache(credential, key)
         time.sleep(0.05)
         token = _cached_access_token(key)
         if token and token != rejected:
             return token
         if time.monotonic() > deadline:
             raise TransientError("timed out waiting for another worker to mint an access token")
-    try:
-        token = _cached_access_token(key)
-        if token and token != rejected:
-            return token
-        return _mint_and_cache(credential, key)
-    finally:
-        cache.delete(f"{key}:lock")
 
 
 @sensitive_variables("minted")
@@ -245,14 +245,11 @@ LIVE_STATES = (CredentialState.ACTIVE, CredentialState.INVALID)
 
 @contextmanager
 def _exclusive(key: str, message: str):
-    """One action at a time on one object, across processes (cache.add is atomic)."""
-    lock = f"tokens:lock:{key}"
-    if not cache.add(lock, "1", timeout=60):
-        raise e.CredentialError(message, code=e.BUSY)
-    try:
+    """One action at a time on one object, across processes."""
+    with exclusive(f"tokens:{key}", timeout=60) as held:
+        if not held:
+            raise e.CredentialError(message, code=e.BUSY)
         yield
-    finally:
-        cache.delete(lock)
 
 
 def _upstream_error(
