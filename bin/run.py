@@ -41,6 +41,9 @@ def demo_environment() -> tuple[dict[str, str], bool]:
     env.setdefault("REFRESH_CONCURRENCY", "16")
     if "REFRESH_INTERVAL" not in dotenv:
         env.setdefault("REFRESH_INTERVAL", "30")
+    # honcho sets PORT per process (base + 100 per line), so the web port travels as WEB_PORT.
+    env["WEB_PORT"] = env["PORT"]
+    env.setdefault("VAR_DIR", str(ROOT / "var"))
     env["DEMO"] = "1"
     if not real:
         sim = f"http://127.0.0.1:{env['SIMULATOR_PORT']}"

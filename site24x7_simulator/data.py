@@ -38,6 +38,8 @@ _SEVERITY = {
     UP: 10,
 }
 _UNKNOWN_SEVERITY = 45  # codes outside the table (4, 6, 8, ...) rank just above Maintenance
+HEALTHY_SHARE = 0.6  # customers whose monitors all start Up
+
 _INITIAL_WEIGHTS = {
     UP: 820,
     TROUBLE: 60,
@@ -279,7 +281,7 @@ def _customer(seed: int, index: int, pools: _Pools) -> Customer:
     name = _company_name(rng, pools)
     portal_name = _portal_name(rng, name, pools)
     domain = f"{portal_name}.example.com"
-    return Customer(
+    customer = Customer(
         name=name,
         portal_name=portal_name,
         portal_id=pools.ids.draw(lambda: _digits(rng, 11)),
@@ -292,6 +294,12 @@ def _customer(seed: int, index: int, pools: _Pools) -> Customer:
         domain=domain,
         groups=_groups(rng, domain, pools),
     )
+    # Like a real MSP, most customers are all green: the healthy share is drawn from its own
+    # stream, so names, ids and the troubled customers' statuses stay as the seed made them.
+    if random.Random(f"{seed}/health/{index}").random() < HEALTHY_SHARE:
+        for monitor in customer.monitors():
+            monitor.status = UP
+    return customer
 
 
 def _credentials(seed: int) -> Credentials:

@@ -132,7 +132,7 @@ class State:
         rng = self.drift_rng
         if status != UP:
             return UP if rng.random() < 0.6 else status
-        if rng.random() < 0.1:
+        if rng.random() < 0.008:  # about 1% of monitors bad in the long run: mostly green
             return rng.choices(list(_DRIFT_BAD), weights=list(_DRIFT_BAD.values()))[0]
         return status
 

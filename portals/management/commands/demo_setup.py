@@ -108,7 +108,7 @@ class Command(BaseCommand):
         self.stdout.write(f"created {created} client-portal authtokens")
 
     def _banner(self) -> None:
-        port = os.environ.get("PORT", "8000")
+        port = os.environ.get("WEB_PORT") or os.environ.get("PORT", "8000")
         user = os.environ.get("DEMO_ADMIN_USER", "admin")
         password = os.environ.get("DEMO_ADMIN_PASSWORD", "(unchanged)")
         line = "=" * 64
