@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format security prod-check clean
 
 install: $(STAMP)
 
@@ -19,11 +19,24 @@ $(STAMP): requirements.txt
 run: install
 	$(BIN)/python bin/run.py
 
-test: install
+test: install security
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DEMO=1 $(BIN)/python manage.py makemigrations --check --dry-run
 	$(BIN)/pytest
+
+# Static security gates (SEC-14), offline: bandit (no high-severity finding; no request without a
+# timeout, B113, and no disabled TLS verification, B501, at any severity) and no new committed
+# secret (detect-secrets against .secrets.baseline). ruff's security rules (S) run in `test`.
+security: install
+	$(BIN)/bandit -q -r . -x ./.venv,./var -lll
+	$(BIN)/bandit -q -r . -x ./.venv,./var -t B113,B501
+	BIN=$(BIN) bin/secrets-scan.sh
+
+# Django's deployment check with production settings (SEC-01); on a server:
+# deploy/prod-check.sh /etc/msp-dashboard/env
+prod-check: install
+	PYTHON=$(BIN)/python deploy/prod-check.sh
 
 lint: install
 	$(BIN)/ruff check .

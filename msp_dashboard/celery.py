@@ -6,7 +6,9 @@ import uuid
 from queue import Empty
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
 from kombu.transport import filesystem
+from kombu.transport import redis as redis_transport
 from kombu.utils.json import dumps, loads
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "msp_dashboard.settings")
@@ -14,6 +16,22 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "msp_dashboard.settings")
 app = Celery("msp_dashboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@task_prerun.connect
+@task_postrun.connect
+def close_old_db_connections(task=None, **kwargs) -> None:
+    """Database connections live as Django's CONN_MAX_AGE says, around each task as around
+    each web request: one that is too old, or broken (CONN_HEALTH_CHECKS), is closed here and
+    replaced on next use; a healthy one is reused. Celery's own Django fixup would close every
+    connection before and after every task (a new PostgreSQL connection per refresh, several
+    ms and a server process each); settings.CELERY_DB_REUSE_MAX turns that off. Eager tasks
+    (tests) run inside the caller's transaction and are left alone."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
 
 
 class FilesystemChannel(filesystem.Channel):
@@ -71,3 +89,25 @@ class FilesystemTransport(filesystem.Transport):
         if cap and (timeout is None or timeout > cap):
             timeout = cap
         return super().drain_events(connection, timeout=timeout)
+
+
+class RedisChannel(redis_transport.Channel):
+    """kombu's Redis channel, made to survive a broker that goes away (REL-10).
+
+    When the connection to Redis drops while the worker holds unacknowledged messages (the
+    staggered refreshes of a round wait in the worker until their ETA), Celery first collects
+    the connection, which leaves the transport without its client, then closes it. That close
+    tries to put the unacked messages back through a new connection pool, which needs the
+    client: AttributeError, "Unrecoverable error", and the worker exits instead of reconnecting.
+    Without a client there is nothing to restore through: the messages stay in Redis's unacked
+    set (and are gone anyway when Redis comes back empty); they expire by the next round, which
+    enqueues those customers again."""
+
+    def close(self):
+        if self.connection is None or self.connection.client is None:
+            self.do_restore = False
+        super().close()
+
+
+class RedisTransport(redis_transport.Transport):
+    Channel = RedisChannel

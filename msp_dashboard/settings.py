@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "tokens",
     "portals",
+    "alerts",  # issue 9: alerts, acknowledgements, availability, exports, /metrics
 ]
 
 MIDDLEWARE = [
@@ -208,6 +209,9 @@ SITE24X7_CALL_BUDGETS = env.dict("SITE24X7_CALL_BUDGETS", default={})
 # --- Refresh ------------------------------------------------------------------------------
 REFRESH_INTERVAL = env.int("REFRESH_INTERVAL", default=300)
 REFRESH_CONCURRENCY = env.int("REFRESH_CONCURRENCY", default=32)
+# Part of the interval over which one round's refreshes start (0..1): spreads the load on
+# Site24x7 and on the worker. 0 starts them all at once (the benchmarks measure a round so).
+REFRESH_STAGGER_FRACTION = env.float("REFRESH_STAGGER_FRACTION", default=0.5)
 REFRESH_MAX_RETRIES = env.int("REFRESH_MAX_RETRIES", default=3)
 REFRESH_BACKOFF_BASE = env.float("REFRESH_BACKOFF_BASE", default=2.0)
 REFRESH_BACKOFF_MAX = env.float("REFRESH_BACKOFF_MAX", default=300.0)
@@ -217,10 +221,12 @@ BREAKER_PAUSE_MAX = env.int("BREAKER_PAUSE_MAX", default=3600)
 SYNC_INTERVAL = env.int("SYNC_INTERVAL", default=3600)
 
 # --- Celery -------------------------------------------------------------------------------
-TASK_TIME_LIMIT = 45
-TASK_SOFT_TIME_LIMIT = 30
+TASK_TIME_LIMIT = env.int("TASK_TIME_LIMIT", default=45)
+TASK_SOFT_TIME_LIMIT = env.int("TASK_SOFT_TIME_LIMIT", default=30)
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    # kombu's Redis transport, surviving a Redis restart with messages in hand (celery.py).
+    CELERY_BROKER_TRANSPORT = "msp_dashboard.celery:RedisTransport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # REL-11: longer than a task's hard limit plus the longest back-off plus one interval.
         "visibility_timeout": TASK_TIME_LIMIT + int(REFRESH_BACKOFF_MAX) + REFRESH_INTERVAL + 600,
@@ -255,6 +261,11 @@ CELERY_WORKER_CONCURRENCY = REFRESH_CONCURRENCY
 CELERY_TASK_ACKS_LATE = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Keep worker threads' database connections across tasks (Celery's Django fixup otherwise
+# closes them around every task); CONN_MAX_AGE and CONN_HEALTH_CHECKS govern them instead,
+# applied around each task by msp_dashboard/celery.py. PostgreSQL's max_connections must allow
+# REFRESH_CONCURRENCY connections per worker, plus the web server's.
+CELERY_DB_REUSE_MAX = 1_000_000_000
 CELERY_TASK_TIME_LIMIT = TASK_TIME_LIMIT
 CELERY_TASK_SOFT_TIME_LIMIT = TASK_SOFT_TIME_LIMIT
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -287,4 +298,182 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
         "django.db.backends": {"level": "INFO"},
     },
+}
+
+# --- Security (issue 6) -------------------------------------------------------------------
+# Roles, login throttling, sessions, headers, production validation and the health check.
+# One block on purpose: docs/production.md explains each value.
+from datetime import timedelta  # noqa: E402
+from ipaddress import ip_address  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+# The admin site that audits refused entries; django-axes (login throttling) and django-csp.
+INSTALLED_APPS = [
+    "msp_dashboard.apps.AdminConfig" if app == "django.contrib.admin" else app
+    for app in INSTALLED_APPS
+] + ["axes", "csp"]
+_after = MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1
+MIDDLEWARE = [
+    "msp_dashboard.middleware.RealIPMiddleware",  # first: everything below reads REMOTE_ADDR
+    *MIDDLEWARE[:1],  # SecurityMiddleware
+    "csp.middleware.CSPMiddleware",
+    *MIDDLEWARE[1:_after],
+    "msp_dashboard.middleware.SessionTimeoutMiddleware",
+    "msp_dashboard.middleware.ActorMiddleware",
+    "msp_dashboard.middleware.PrivateCacheMiddleware",
+    *MIDDLEWARE[_after:],
+    "axes.middleware.AxesMiddleware",  # last, as django-axes requires
+]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out login before any password check
+    "portals.accounts.RoleBackend",  # ModelBackend, permissions in one query (PERF-01)
+]
+BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+
+# Login throttling (SEC-06): 10 failures per username and IP lock that pair out for 15 min;
+# the locked answer (429, the login form with one message) is the same for every username.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "msp_dashboard.views.login_locked_out"
+AXES_CLIENT_IP_CALLABLE = "portals.access.client_ip"
+# Our own login lines (msp_dashboard.auth) say who, from where and when; axes's INFO chatter
+# ("Deleted 0 failed login attempts" at every login) is kept out of the logs.
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}
+
+# Sessions (SEC-05): idle timeout and absolute lifetime (msp_dashboard.middleware); any request
+# of the session is activity, so a visible grid (it polls) keeps a wall screen logged in.
+SESSION_IDLE_TIMEOUT = env.int("SESSION_IDLE_TIMEOUT", default=30 * 60)
+SESSION_ABSOLUTE_TIMEOUT = min(env.int("SESSION_ABSOLUTE_TIMEOUT", default=12 * 3600), 12 * 3600)
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_TIMEOUT
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True  # pages carry the token themselves (hx-headers); JS never reads it
+
+# Headers (SEC-02). Content-Security-Policy: no inline script or style, no eval; data: images
+# for the live favicon. The Django admin works under the same policy.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+SECURE_HSTS_PRELOAD = HTTPS and env.bool("SECURE_HSTS_PRELOAD", default=False)
+# security.W021 (HSTS preload): preloading commits the whole domain to HTTPS in browsers for
+# months and is hard to undo, so it is the operator's decision (SECURE_HSTS_PRELOAD=1), not a
+# default. The only silenced check (SEC-01).
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# Error reports (the 500 mail, the technical 500 page) hide every secret (SEC-09).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "msp_dashboard.reporting.SecretSafeExceptionReporterFilter"
+# Error mail (500s) to ADMINS, e.g. ADMINS=ops@example.com, and EMAIL_URL, e.g.
+# smtp+tls://user:pass@host:587  # pragma: allowlist secret
+ADMINS = [(address.split("@")[0], address) for address in env.list("ADMINS", default=[])]
+if env("EMAIL_URL", default=""):
+    vars().update(env.email_url("EMAIL_URL"))
+SERVER_EMAIL = env("SERVER_EMAIL", default="msp-dashboard@localhost")
+
+# /healthz and its beat heartbeat (portals.health).
+BEAT_HEARTBEAT_INTERVAL = env.int("BEAT_HEARTBEAT_INTERVAL", default=30)
+HEALTHZ_STALE_FRACTION = env.float("HEALTHZ_STALE_FRACTION", default=0.25)
+HEALTHZ_TIMEOUT = env.float("HEALTHZ_TIMEOUT", default=2.0)
+CELERY_BEAT_SCHEDULE["beat-heartbeat"] = {
+    "task": "portals.tasks.heartbeat",
+    "schedule": float(BEAT_HEARTBEAT_INTERVAL),
+    "options": {"expires": float(BEAT_HEARTBEAT_INTERVAL)},
+}
+
+# PRODUCTION=1: refuse to start with a configuration that is only fit for a laptop (SEC-15).
+PRODUCTION = env.bool("PRODUCTION", default=False)
+
+
+def _production_problems() -> list[str]:
+    problems = []
+    if DEBUG or DEMO:
+        problems.append("DEBUG and DEMO must be off")
+    if not SECRET_KEY or len(SECRET_KEY) < 50:
+        problems.append("SECRET_KEY must be set, 50 characters or more")
+    if not HTTPS:
+        problems.append("HTTPS=1 is required (secure cookies, HSTS)")
+    if not env("DATABASE_URL", default=""):
+        problems.append("DATABASE_URL (PostgreSQL) is required")
+    if "*" in ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS must name the host, not '*'")
+    broker = urlsplit(REDIS_URL)
+    if broker.scheme not in ("redis", "rediss"):
+        problems.append("REDIS_URL is required (the broker)")
+    else:
+        if not broker.password:
+            example = "redis://user:password@host:6379/0"  # pragma: allowlist secret
+            problems.append(f"REDIS_URL needs a password ({example})")
+        if _public_host(broker.hostname or ""):
+            problems.append("REDIS_URL must point at a private address, not a public one")
+    return problems
+
+
+def _public_host(host: str) -> bool:
+    """A public IP literal (names are the operator's DNS: docs/production.md requires a
+    private one)."""
+    try:
+        address = ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_global
+
+
+if PRODUCTION and (_problems := _production_problems()):
+    raise ImproperlyConfigured("PRODUCTION=1: " + "; ".join(_problems))
+
+
+# --- Alerts (issue 9) -----------------------------------------------------------------------
+# Alerts on status transitions (email, JSON webhook, Slack, Teams), acknowledgements and mutes,
+# availability, CSV exports and /metrics: the `alerts` app (docs in alerts/__init__.py).
+# A new status must hold for this many refreshes before it alerts (a channel may override it).
+ALERT_HOLD_REFRESHES = max(1, env.int("ALERT_HOLD_REFRESHES", default=2))
+# Flapping: this many observed changes within the window flag a customer or group on the grid
+# and hold its alerts (one "flapping" notice instead) until it settles.
+ALERT_FLAP_CHANGES = env.int("ALERT_FLAP_CHANGES", default=4)
+ALERT_FLAP_WINDOW = env.int("ALERT_FLAP_WINDOW", default=3600)
+# Deliveries: attempts in all (Celery retries with full-jitter back-off), outbound timeouts.
+ALERT_MAX_ATTEMPTS = env.int("ALERT_MAX_ATTEMPTS", default=5)
+ALERT_RETRY_BASE = env.float("ALERT_RETRY_BASE", default=10.0)
+ALERT_RETRY_MAX = env.float("ALERT_RETRY_MAX", default=600.0)
+ALERT_CONNECT_TIMEOUT = env.float("ALERT_CONNECT_TIMEOUT", default=3.05)
+ALERT_READ_TIMEOUT = env.float("ALERT_READ_TIMEOUT", default=10.0)
+# Plain-http webhook URLs (loopback listeners, an internal relay); https only by default.
+ALERT_ALLOW_HTTP = env.bool("ALERT_ALLOW_HTTP", default=_LOCAL)
+ALERT_EMAIL_FROM = env("ALERT_EMAIL_FROM", default=SERVER_EMAIL)
+# The dashboard's public address, for links in alert messages (e.g. https://noc.example.com).
+DASHBOARD_URL = env("DASHBOARD_URL", default="").rstrip("/")
+# Site24x7-side trouble: at least this many customers and this share of one data centre's
+# customers failing to refresh (transient/upstream errors) within the window open one incident.
+ALERT_UPSTREAM_MIN_CUSTOMERS = env.int("ALERT_UPSTREAM_MIN_CUSTOMERS", default=3)
+ALERT_UPSTREAM_RATIO = env.float("ALERT_UPSTREAM_RATIO", default=0.5)
+ALERT_UPSTREAM_WINDOW = env.int("ALERT_UPSTREAM_WINDOW", default=2 * REFRESH_INTERVAL + 60)
+# Events, deliveries and their attempt log are kept this many days.
+ALERT_LOG_DAYS = env.int("ALERT_LOG_DAYS", default=30)
+# "Since you last looked": a visit is a run of grid page loads less than this apart (seconds).
+SEEN_VISIT_GAP = env.int("SEEN_VISIT_GAP", default=30 * 60)
+# Availability: statuses that count as available; Down and Critical are downtime (outages);
+# Maintenance, Suspended, Discovery and unknown/stale time are left out of the denominator.
+AVAILABILITY_UP_STATUSES = env.list("AVAILABILITY_UP_STATUSES", default=["up"])
+# /metrics (Prometheus text format): a bearer token and/or an IP allow-list (addresses or
+# networks); with neither set, /metrics answers 403 to everyone.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+CELERY_BEAT_SCHEDULE["alerts-sweep"] = {
+    "task": "alerts.tasks.sweep",
+    "schedule": 60.0,
+    "options": {"expires": 60.0},
 }

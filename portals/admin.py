@@ -4,11 +4,14 @@ Customers come from the sync and their status from the refresh, so nothing here 
 the admin filters, searches, deletes (audited) and queues a refresh."""
 
 from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
+from django.db.models import Count
 
 from tokens.models import AuditAction
 from tokens.services import audit_record
 
-from .models import Customer, MonitorGroup, StatusChange
+from .models import Customer, CustomerGroup, MonitorGroup, StatusChange, UserScope
 from .services import customer_refresh_now
 
 
@@ -60,7 +63,7 @@ class CustomerAdmin(ReadOnlyMixin, admin.ModelAdmin):
             self.message_user(request, result.message, level)
 
     def has_refresh_permission(self, request):
-        return request.user.has_perm("portals.change_customer")
+        return request.user.has_perm("portals.refresh_customer")
 
     def delete_model(self, request, obj):
         _audit_delete(request, obj)
@@ -104,3 +107,39 @@ class StatusChangeAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- Customer groups and user scopes (issue 6) --------------------------------------------------
+
+
+@admin.register(CustomerGroup)
+class CustomerGroupAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "customer_count"]
+    search_fields = ["name", "customers__name"]
+    filter_horizontal = ["customers"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_customers=Count("customers"))
+
+    @admin.display(description="Customers", ordering="n_customers")
+    def customer_count(self, obj):
+        return obj.n_customers
+
+
+class UserScopeInline(admin.StackedInline):
+    model = UserScope
+    can_delete = True
+    filter_horizontal = ["groups"]
+    verbose_name_plural = (
+        "Customer scope (no scope, or 'all customers': every customer; else only these groups)"
+    )
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class ScopedUserAdmin(UserAdmin):
+    """The stock user admin plus the customer scope; roles are the Groups field."""
+
+    inlines = [*UserAdmin.inlines, UserScopeInline]

@@ -161,6 +161,7 @@ class CustomerPage:
     site24x7_url: str
     axis: list[str]
     nodata: Segment | None = None  # the part of the window with no fresh data (stale)
+    panels: list[dict] = field(default_factory=list)  # other apps' ({"template": ...}, signals)
 
     @property
     def label(self) -> str:

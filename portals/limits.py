@@ -30,8 +30,12 @@ from collections.abc import Iterator
 from django.conf import settings
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import RedisError
 
 from tokens.upstream import call_budget_for
+
+CACHE_ERRORS = (RedisError, OSError)
+"""What the cache raises when Redis (or the demo's cache folder) is not there."""
 
 
 class BudgetExhausted(Exception):
@@ -42,37 +46,69 @@ class BudgetExhausted(Exception):
         self.wait = wait
 
 
+class BudgetUnavailable(BudgetExhausted):
+    """No call: the shared counter (the cache) did not answer, so the budget cannot be checked.
+    Fails closed: no call is made on an unknown budget; the next round tries again (REL-10)."""
+
+    def __init__(self) -> None:
+        Exception.__init__(self, "the shared cache did not answer: no call made")
+        self.wait = 0.0
+
+
 def budget_key(*, credential_id: int, endpoint: str, account: str | int) -> str:
     return f"budget:{credential_id}:{endpoint}:{account}"
 
 
 def budget_take(*, credential_id: int, endpoint: str, account: str | int) -> None:
-    """Count one upstream call, or raise BudgetExhausted (and count nothing). The budget is
-    SITE24X7_CALL_BUDGETS[endpoint], else SITE24X7_CALL_BUDGET (tokens.upstream)."""
+    """Count one upstream call, or raise BudgetExhausted (and count nothing; BudgetUnavailable
+    when the cache is down). The budget is SITE24X7_CALL_BUDGETS[endpoint], else
+    SITE24X7_CALL_BUDGET (tokens.upstream)."""
     budget = call_budget_for(endpoint)
     window = settings.SITE24X7_CALL_BUDGET_WINDOW
     now = time.time()
     index = int(now // window)
     base = budget_key(credential_id=credential_id, endpoint=endpoint, account=account)
     current, previous = f"{base}:{index}", f"{base}:{index - 1}"
-    with _counter_lock():
-        cache.add(current, 0, timeout=2 * window + 5)
-        count = cache.incr(current)
-        earlier = cache.get(previous) or 0
-        if count + earlier <= budget:
-            return
-        cache.decr(current)
+    try:
+        if isinstance(caches["default"], RedisCache):
+            count, earlier = _count_in_redis(current, previous, ttl=2 * window + 5)
+            if count + earlier <= budget:
+                return
+            cache.decr(current)
+        else:
+            with _counter_lock():
+                cache.add(current, 0, timeout=2 * window + 5)
+                count = cache.incr(current)
+                earlier = cache.get(previous) or 0
+                if count + earlier <= budget:
+                    return
+                cache.decr(current)
+    except CACHE_ERRORS as exc:
+        raise BudgetUnavailable() from exc
     window_end = (index + 1) * window - now
     # The current count becomes the previous one at the boundary: if it alone fills the
     # budget, the next window is closed as well.
     raise BudgetExhausted(window_end + (window if count - 1 >= budget else 0))
 
 
+def _count_in_redis(current: str, previous: str, *, ttl: int) -> tuple[int, int]:
+    """Count one call in this window and read the previous one in one round trip (a refresh
+    is on the hot path): SET NX with the TTL, INCR and GET in one MULTI. The values are the
+    cache's own (Django stores integers as plain Redis integers), so cache.get/incr/decr see
+    the same counters. Django's RedisCache has no public pipeline, hence its client."""
+    backend = caches["default"]
+    key, before = backend.make_and_validate_key(current), backend.make_and_validate_key(previous)
+    pipe = backend._cache.get_client(key, write=True).pipeline(transaction=True)
+    pipe.set(key, 0, ex=ttl, nx=True)
+    pipe.incr(key)
+    pipe.get(before)
+    _, count, earlier = pipe.execute()
+    return int(count), int(earlier or 0)
+
+
 @contextlib.contextmanager
 def _counter_lock() -> Iterator[None]:
-    if isinstance(caches["default"], RedisCache):
-        yield  # INCR is atomic in Redis
-        return
+    """Django's file cache has no atomic increment: count under an exclusive file lock."""
     path = settings.VAR_DIR / "call-budget.lock"
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

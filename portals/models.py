@@ -3,6 +3,7 @@
 Status is stored as the Site24x7 code (see msp_dashboard.site24x7.Status); staleness and the
 badges are derived when read (portals.status), never stored."""
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -54,7 +55,7 @@ class Customer(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     lease_token = models.CharField(max_length=32, blank=True)
     # Per-round guard of the fan-out (REL-03): set by one conditional UPDATE when a round
-    # enqueues this customer's refresh; a customer enqueued within half an interval is skipped.
+    # enqueues this customer's refresh; one enqueued within 3/4 of an interval is skipped.
     refresh_enqueued_at = models.DateTimeField(null=True, blank=True)
     refresh_round = models.CharField(max_length=32, blank=True, editable=False)
 
@@ -69,6 +70,13 @@ class Customer(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["is_active", "worst_status"])]
+        # Roles (issue 6): checked only through portals.access; granted through the Groups
+        # "Viewer", "Operator", "Token manager" and "Admin" (portals.roles).
+        permissions = [
+            ("view_dashboard", "Can see the grid, customer pages and grid.json"),
+            ("refresh_customer", "Can refresh a customer now"),
+            ("sync_customers", "Can sync the customer lists from Site24x7"),
+        ]
 
     def __str__(self):
         return self.name
@@ -114,3 +122,50 @@ class StatusChange(models.Model):
 
     def __str__(self):
         return f"{self.customer_id}/{self.group_id or '*'} {self.from_status}->{self.to_status}"
+
+
+# --- Customer groups, user scopes and the beat heartbeat (issue 6) ---------------------------
+
+
+class CustomerGroup(models.Model):
+    """A named set of customers (like Site24x7's customer groups) that users can be limited to."""
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+    customers = models.ManyToManyField(Customer, related_name="customer_groups", blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class UserScope(models.Model):
+    """Which customers a user may see. No row, or `all_customers`: every customer; otherwise
+    only the customers of `groups`. Superusers and the Admin role always see every customer.
+    Applied by portals.access.customers_for_user, the one filter."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="customer_scope"
+    )
+    all_customers = models.BooleanField(
+        default=False, help_text="Unlimited: sees every customer whatever the groups below."
+    )
+    groups = models.ManyToManyField(CustomerGroup, blank=True, related_name="scopes")
+
+    class Meta:
+        verbose_name = "customer scope"
+
+    def __str__(self):
+        return f"Scope of {self.user}"
+
+
+class Heartbeat(models.Model):
+    """The last time a periodic task ran (`beat`: portals.tasks.heartbeat), for /healthz."""
+
+    name = models.CharField(max_length=40, primary_key=True)
+    at = models.DateTimeField()
+
+    def __str__(self):
+        return f"{self.name} {self.at:%Y-%m-%d %H:%M:%S}"

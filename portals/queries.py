@@ -4,19 +4,33 @@ PERF-01: the number of SQL queries does not depend on the number of customers or
 customer query carries the credential state as correlated subqueries (no query per row), the
 OAuth identity comes through a join, the top groups come in one query as plain tuples.
 Filtering, sorting and the summary happen in Python on those rows: the summary counts every
-active customer, whatever the filters, so it works as a filter bar. No upstream call here."""
+active customer, whatever the filters, so it works as a filter bar. No upstream call here.
+
+Issue 7 (a grid that stays fast at 1,000 customers): each request still reads every row from
+the database (the same two queries), but a row is built and its markup rendered only once per
+content. `RowCache` is keyed on everything a row's rendering depends on: the row's values and
+its groups' values exactly as this request read them, the clock-derived state (stale,
+throttled, paused, refreshing) at this request's `now`, and the settings that shape the text.
+An entry is found only when all of that is equal, so a cached row is never older than the
+database: there is nothing to invalidate. The texts that change with the clock alone ("2 min
+ago", "for 3 h") are markers in the cached markup, filled in per response (`fill_times`) and
+kept current in the browser from their `<time datetime>`."""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import copy
+import hashlib
+import re
+from collections import Counter, defaultdict, namedtuple
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from html import escape
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import OuterRef, Subquery
+from django.db.models import FloatField, Func, OuterRef, Subquery
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
@@ -98,7 +112,17 @@ def clock(moment: datetime) -> str:
     return timezone.localtime(moment).strftime("%H:%M")
 
 
+def local_moment(moment: datetime, tz) -> str:
+    """ "27 Nov 14:02" in the dashboard's time zone."""
+    return f"{moment.astimezone(tz):%d %b %H:%M}"
+
+
 # --- filters, kept in the URL -----------------------------------------------------------------
+
+
+EXTRA_PARAMS: set[str] = set()
+"""Grid parameters of other apps (e.g. the alerts' `avail`), kept in every grid URL; an app
+adds its names when it starts (AppConfig.ready)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +132,7 @@ class GridFilters:
     problems: bool = False
     sort: str = "status"
     wall: bool = False
+    extra: tuple[tuple[str, str], ...] = ()  # EXTRA_PARAMS as given, e.g. (("avail", "24h"),)
 
     @classmethod
     def from_query(cls, params: Mapping) -> GridFilters:
@@ -123,6 +148,9 @@ class GridFilters:
             problems=_flag(params.get("problems")),
             sort=sort if sort in SORTS else "status",
             wall=_flag(params.get("wall")),
+            extra=tuple(
+                (key, str(params.get(key))[:40]) for key in sorted(EXTRA_PARAMS) if params.get(key)
+            ),
         )
 
     @property
@@ -143,6 +171,7 @@ class GridFilters:
             "problems": "1" if self.problems else "",
             "sort": "" if self.sort == "status" else self.sort,
             "wall": "1" if self.wall else "",
+            **dict(self.extra),
         }
         for key, value in changes.items():
             values[key] = "" if value is None else str(value)
@@ -171,10 +200,57 @@ def _flag(value) -> bool:
 # --- the query ---------------------------------------------------------------------------------
 
 
+class Epoch(Func):
+    """A datetime column as seconds since 1970 (a float). Ten thousand floats are read far
+    faster than ten thousand datetimes (the driver's and Django's converters); the few that a
+    response needs as datetimes are made in Python (`moment`)."""
+
+    output_field = FloatField()
+    template = "EXTRACT(EPOCH FROM %(expressions)s)::double precision"  # PostgreSQL
+
+    def as_sqlite(self, compiler, connection, **extra):
+        # Django keeps UTC datetimes as text there ("2026-11-27 14:02:11.123456"): whole
+        # seconds from strftime, the fraction from the text, exact to the microsecond.
+        template = (
+            "(CAST(strftime('%%%%s', substr(%(expressions)s, 1, 19)) AS REAL)"
+            " + CAST(substr(%(expressions)s, 20) AS REAL))"
+        )
+        return super().as_sql(compiler, connection, template=template, **extra)
+
+
+def moment(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, UTC) if epoch is not None else None
+
+
 GROUP_FIELDS = (
-    "customer_id", "group_id", "name", "status", "monitors", "error_monitors", "top_group",
-    "status_since",
+    "customer_id", "group_id", "name", "status", "monitors", "error_monitors", "since_ts",
 )  # fmt: skip
+"""A top group's tuple on the grid: `since_ts` is status_since as an Epoch."""
+
+CUSTOMER_TIMES = (
+    "worst_status_since", "last_attempt_at", "last_success_at", "data_fetched_at",
+    "throttled_until", "paused_until", "lease_until",
+)  # fmt: skip
+CUSTOMER_FIELDS = (
+    "pk", "name", "data_centre", "auth_generation", "worst_status", "last_error",
+    "consecutive_failures", "token_id", "token_last4", "credential_state",
+    *(f"{name}_ts" for name in CUSTOMER_TIMES),
+)  # fmt: skip
+
+
+def _time_property(name: str) -> property:
+    return property(lambda self: moment(getattr(self, f"{name}_ts")))
+
+
+class GridCustomer(namedtuple("GridCustomer", CUSTOMER_FIELDS)):
+    """What a grid row shows of a customer (and all its cache key holds of it): the values
+    as read, times as Epochs, with the datetimes portals.status reads as properties."""
+
+    __slots__ = ()
+
+
+for _name in CUSTOMER_TIMES:
+    setattr(GridCustomer, _name, _time_property(_name))
 
 
 def grid_queryset(*, base=None):
@@ -188,30 +264,34 @@ def grid_queryset(*, base=None):
     ).order_by("-created_at", "-id")
     customers = (
         base.filter(is_active=True)
-        .select_related("msp_credential")
-        .defer(
-            "lease_token",
-            "msp_credential__secret_ciphertext",
-            "msp_credential__client_secret_ciphertext",
-        )
         .annotate(
             token_id=Subquery(newest_active.values("pk")[:1]),
             token_last4=Subquery(newest_active.values("secret_last4")[:1]),
+            **{f"{name}_ts": Epoch(name) for name in CUSTOMER_TIMES},
         )
         .order_by()
     )
     return with_credential_state(customers)
 
 
-def grid_groups(*, base=None, top_only: bool = True) -> dict[int, list[tuple]]:
-    """{customer id: [group tuples in GROUP_FIELDS order]} for the active customers of `base`:
-    one query, plain tuples (thousands of model instances would cost more than the query)."""
+def grid_customers(*, base=None) -> list[GridCustomer]:
+    """The active customers of `base` as GridCustomer tuples: one query, no model instances
+    (a thousand of them would cost more than the query)."""
+    rows = grid_queryset(base=base).values_list(*CUSTOMER_FIELDS)
+    return [GridCustomer._make(row) for row in rows]
+
+
+def grid_groups(*, base=None) -> dict[int, list[tuple]]:
+    """{customer id: [top group tuples in GROUP_FIELDS order]} for the active customers of
+    `base`: one query, plain tuples (thousands of model instances would cost more than the
+    query), in a stable order (a row's cache key holds them)."""
     base = Customer.objects.all() if base is None else base
-    groups = MonitorGroup.objects.filter(customer__in=base.filter(is_active=True).values("pk"))
-    if top_only:
-        groups = groups.filter(top_group=True)
+    groups = MonitorGroup.objects.filter(
+        customer__in=base.filter(is_active=True).values("pk"), top_group=True
+    )
+    groups = groups.annotate(since_ts=Epoch("status_since")).order_by("customer_id", "group_id")
     by_customer: dict[int, list[tuple]] = defaultdict(list)
-    for group in groups.order_by().values_list(*GROUP_FIELDS):
+    for group in groups.values_list(*GROUP_FIELDS):
         by_customer[group[0]].append(group)
     return by_customer
 
@@ -235,7 +315,7 @@ class Badge:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Cell:
     group_id: str
     name: str
@@ -278,6 +358,13 @@ class Cell:
         state = f"last known: {self.status.label}" if self.stale else f"{self.status.label}{since}"
         return f"{self.name}: {state}; {self.error_monitors} of {self.monitors} monitors not up"
 
+    def grid_tooltip(self, tz) -> str:
+        """The grid's tooltip: since when, as a time of day (not "for 3 h"), so that a cached
+        cell stays true as the clock moves."""
+        since = f" since {local_moment(self.status_since, tz)}" if self.status_since else ""
+        state = f"last known: {self.status.label}" if self.stale else f"{self.status.label}{since}"
+        return f"{self.name}: {state}; {self.error_monitors} of {self.monitors} monitors not up"
+
     def as_json(self) -> dict:
         return {
             "group_id": self.group_id,
@@ -309,9 +396,10 @@ class Row:
     shown: list[Cell] = field(default_factory=list)
     folded: list[Cell] = field(default_factory=list)  # Up groups folded into one chip
     more: int = 0  # problem groups left out on a wall screen (shown on the customer page)
-    cells_html: str = ""  # the markup of `shown`, made once per request (see cells_html)
     worst_since: datetime | None = None
     matched_groups: int | None = None  # set when only some groups matched a search
+    css: str = ""  # classes other apps add (Annotation)
+    quiet: bool = False  # a problem someone took care of (acknowledged, muted): sorts lower
 
     @property
     def stale(self) -> bool:
@@ -331,7 +419,8 @@ class Row:
 
     @property
     def age_text(self) -> str:
-        return age_text(self.freshness.age)
+        """ "2 min ago" as a marker (`fill_times` writes the text for each response)."""
+        return time_marker("a", self.fetched_at) if self.fetched_at else "never"
 
     @property
     def fetched_iso(self) -> str:
@@ -343,10 +432,10 @@ class Row:
 
     @property
     def since_text(self) -> str:
-        """How long the (fresh) worst status has held, for problems: "for 2 h"."""
+        """How long the (fresh) worst status has held, for problems: "for 2 h" (a marker)."""
         if self.stale or not self.problem or not self.worst_since:
             return ""
-        return f"for {span_text(timezone.now() - self.worst_since)}"
+        return time_marker("s", self.worst_since)
 
     @property
     def token_masked(self) -> str:
@@ -364,8 +453,8 @@ class Row:
         last = "" if self.fetched_at is None else f"; last known: {self.worst.label}"
         return f"{self.freshness.reason}{last}"
 
-    def as_json(self) -> dict:
-        age = self.freshness.age
+    def as_json(self, now: datetime) -> dict:
+        age = now - self.fetched_at if self.fetched_at else None
         return {
             "id": self.pk,
             "name": self.name,
@@ -438,21 +527,22 @@ def customer_badges(customer, freshness: Freshness, now: datetime) -> list[Badge
     return badges
 
 
-def build_row(customer, groups: list[tuple], *, now: datetime, url: str) -> Row:
+def build_row(customer, groups: Iterable[tuple], *, now: datetime, url: str, freshness=None) -> Row:
     """One grid row from a customer and its group tuples (GROUP_FIELDS order)."""
-    freshness = customer_freshness(customer, now)
+    freshness = freshness or customer_freshness(customer, now)
     worst = as_status(customer.worst_status)
     display = Status.UNKNOWN if freshness.stale else worst
     stale = freshness.stale
     cells = [
-        Cell(gid, name, as_status(status), monitors, errors, top, since, stale)
-        for _, gid, name, status, monitors, errors, top, since in groups
+        Cell(gid, name, as_status(status), monitors, errors, True, moment(since), stale)
+        for _, gid, name, status, monitors, errors, since in groups
     ]
     cells.sort(key=lambda c: (c.status.severity, c.name.casefold()))
     return Row(
         pk=customer.pk,
         name=customer.name,
         url=url,
+        shown=cells,
         worst=worst,
         display=display,
         freshness=freshness,
@@ -536,38 +626,42 @@ def summarise(rows: Iterable[Row], filters: GridFilters) -> Summary:
     )
 
 
-def _search(row: Row, needle: str) -> bool:
-    """Keep the row if its name matches (all groups) or some groups match (only those)."""
-    if not needle:
-        return True
-    if needle in row.name.casefold():
-        return True
+def _search(row: Row, needle: str) -> Row | None:
+    """The row if its name matches (all groups), a copy with only the matching groups if some
+    groups match, None if nothing does. The row itself is never changed (it may be cached)."""
+    if not needle or needle in row.name.casefold():
+        return row
     matching = [cell for cell in row.cells if needle in cell.name.casefold()]
     if not matching:
-        return False
-    row.matched_groups = len(matching)
-    row.cells = matching
-    return True
+        return None
+    view = copy.copy(row)
+    view.matched_groups = len(matching)
+    view.cells = view.shown = matching
+    return view
 
 
 WALL_LINES = 3  # chip lines under a customer's name on a wall screen (2 when stale)
 
 
-def _fold(row: Row, filters: GridFilters) -> None:
+def _fold(row: Row, filters: GridFilters) -> Row:
     """Wall screens and "problems only" fold Up groups into one chip. A wall screen also
     keeps every customer to a fixed height: at most WALL_LINES chips, worst first, the last
-    one summing up the rest ("+3 more · 5 up")."""
+    one summing up the rest ("+3 more · 5 up"). A copy when anything changes."""
+    if not filters.collapse_up and not filters.wall:
+        return row
+    view = copy.copy(row)
     if filters.collapse_up and not row.stale:
-        row.shown = [cell for cell in row.cells if cell.status is not Status.UP]
-        row.folded = [cell for cell in row.cells if cell.status is Status.UP]
+        view.shown = [cell for cell in row.cells if cell.status is not Status.UP]
+        view.folded = [cell for cell in row.cells if cell.status is Status.UP]
     else:
-        row.shown, row.folded = row.cells, []
+        view.shown, view.folded = row.cells, []
     if not filters.wall:
-        return
+        return view
     slots = WALL_LINES - 1 if row.stale else WALL_LINES
-    if len(row.shown) + (1 if row.folded else 0) > slots:
-        row.more = len(row.shown) - (slots - 1)
-        row.shown = row.shown[: slots - 1]
+    if len(view.shown) + (1 if view.folded else 0) > slots:
+        view.more = len(view.shown) - (slots - 1)
+        view.shown = view.shown[: slots - 1]
+    return view
 
 
 def _sort_key(sort: str) -> Callable[[Row], tuple]:
@@ -580,14 +674,25 @@ def _sort_key(sort: str) -> Callable[[Row], tuple]:
             row.fetched_at or datetime.min.replace(tzinfo=UTC),
             row.name.casefold(),
         )
-    return lambda row: (row.display.severity, row.name.casefold(), row.pk)
+    # Worst first; a quiet (acknowledged or muted) problem below the problems nobody took yet.
+    return lambda row: (
+        (1 if row.quiet else 0) if row.problem else 2,
+        row.display.severity,
+        row.name.casefold(),
+        row.pk,
+    )
 
 
 def apply_filters(rows: list[Row], filters: GridFilters) -> list[Row]:
+    """The rows to show, in order, as views (copies where a filter changes what they show)."""
     needle = filters.q.casefold()
-    kept = [row for row in rows if filters.matches_status(row.display) and _search(row, needle)]
-    for row in kept:
-        _fold(row, filters)
+    kept = []
+    for row in rows:
+        if not filters.matches_status(row.display):
+            continue
+        view = _search(row, needle)
+        if view is not None:
+            kept.append(_fold(view, filters))
     kept.sort(key=_sort_key(filters.sort))
     return kept
 
@@ -601,6 +706,12 @@ class Grid:
     summary: Summary
     filters: GridFilters
     now: datetime
+    entries: dict[int, _Entry] = field(default_factory=dict, repr=False)
+    # Filled by portals.signals.grid_loaded receivers: notices above the rows ({"kind",
+    # "text", "detail"}), and template names the page includes ("filters", "toolbar", "menu")
+    # plus their data.
+    banners: list[dict] = field(default_factory=list)
+    extensions: dict = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -611,6 +722,36 @@ class Grid:
             return "All clear"
         return f"{n} problem{'s' if n != 1 else ''}"
 
+    @cached_property
+    def rendered_rows(self) -> list[tuple[str, str]]:
+        """(markup, digest) of every shown row, each rendered once per content."""
+        wall = self.filters.wall
+        return [self.entries[view.pk].html(view, wall) for view in self.rows]
+
+    @property
+    def rows_html(self) -> str:
+        """Every shown row's markup (its clock texts as markers, see fill_times)."""
+        return mark_safe("".join(html for html, _ in self.rendered_rows))  # noqa: S308 - escaped
+
+    @property
+    def rows_digest(self) -> str:
+        """What the rows show, in order, in a few bytes: "<customer id>:<markup digest>,…"."""
+        pairs = zip(self.rows, self.rendered_rows, strict=True)
+        return ",".join(f"{view.pk}:{digest}" for view, (_, digest) in pairs)
+
+    def changed_rows_html(self, known: Mapping[str, str]) -> str:
+        """The markup of the rows whose digest is not the one in `known` ({id: digest}, what
+        a page shows): what a poll sends when it knows what the page has."""
+        return "".join(
+            html
+            for view, (html, digest) in zip(self.rows, self.rendered_rows, strict=True)
+            if known.get(str(view.pk)) != digest
+        )
+
+    @property
+    def rows_order(self) -> str:
+        return ",".join(str(view.pk) for view in self.rows)
+
     def as_json(self) -> dict:
         return {
             "generated_at": self.now.isoformat(),
@@ -619,7 +760,8 @@ class Grid:
             "filters": dict(self.filters.params()),
             "summary": self.summary.as_json(),
             "count": len(self.rows),
-            "customers": [row.as_json() for row in self.rows],
+            "banners": self.banners,
+            "customers": [row.as_json(self.now) for row in self.rows],
         }
 
 
@@ -635,36 +777,279 @@ def url_maker(name: str) -> Callable[[int], str] | None:
     return lambda pk: f"{head}{pk}{tail}"
 
 
-def build_grid(*, filters: GridFilters, base=None, now: datetime | None = None) -> Grid:
-    """The grid for the customers of `base` (what the user may see): two queries."""
+def build_grid(
+    *, filters: GridFilters, base=None, now: datetime | None = None, annotate=None
+) -> Grid:
+    """The grid for the customers of `base` (what the user may see): two queries; rows are
+    built (and later rendered) only when their content is not in the row cache."""
     now = now or timezone.now()
     customer_url = url_maker("portals:customer")
+    context = render_context(customer_url("{pk}"))
     groups = grid_groups(base=base)
-    rows = [
-        build_row(c, groups.get(c.pk, []), now=now, url=customer_url(c.pk))
-        for c in grid_queryset(base=base)
-    ]
+    entries = {
+        customer.pk: cached_entry(
+            customer, groups.get(customer.pk, ()), now, context, customer_url, annotate
+        )
+        for customer in grid_customers(base=base)
+    }
+    rows = [entry.row for entry in entries.values()]
     summary = summarise(rows, filters)
-    rows = apply_filters(rows, filters)
-    for row in rows:
-        row.cells_html = cells_html(row, wall=filters.wall, now=now)
-    return Grid(rows=rows, summary=summary, filters=filters, now=now)
+    return Grid(apply_filters(rows, filters), summary, filters, now, entries)
 
 
-# --- the cells' markup: the hot path of every poll ---------------------------------------------
-# Ten groups for each of 1,000 customers are 10,000 cells every few seconds; a template tag per
-# value would cost more than everything else together, so each cell is one escaped f-string.
+# --- the row cache: content-addressed, so never older than the database -------------------------
 
 
-def cells_html(row: Row, *, wall: bool, now: datetime) -> str:
+def render_context(customer_url: str) -> tuple:
+    """What shapes a row's text besides its data: the staleness threshold (the reason says
+    "older than 10 min"), the time zone of the times shown, the customer page's URL."""
+    return (settings.REFRESH_INTERVAL, str(timezone.get_current_timezone()), customer_url)
+
+
+def clock_state(customer: GridCustomer, stale: bool, now: datetime) -> tuple[bool, ...]:
+    """Everything about a row that changes with the clock alone, apart from the time texts:
+    stale, throttled, paused by the breaker, being refreshed (compared as customer_badges
+    compares them)."""
+    return (
+        stale,
+        customer.throttled_until_ts is not None and customer.throttled_until > now,
+        customer.paused_until_ts is not None and customer.paused_until > now,
+        customer.lease_until_ts is not None and customer.lease_until > now,
+    )
+
+
+class _Entry:
+    """A built row and its markup per view (wall screen, folded, searched), made on demand."""
+
+    __slots__ = ("row", "views")
+    MAX_VIEWS = 8
+
+    def __init__(self, row: Row) -> None:
+        self.row = row
+        self.views: dict[tuple, tuple[str, str]] = {}
+
+    def html(self, view: Row, wall: bool) -> tuple[str, str]:
+        """(markup, digest) of this view of the row."""
+        key = (
+            wall,
+            tuple(cell.group_id for cell in view.shown),
+            tuple(cell.group_id for cell in view.folded),
+            view.more,
+            view.matched_groups,
+        )
+        rendered = self.views.get(key)
+        if rendered is None:
+            if len(self.views) >= self.MAX_VIEWS:
+                self.views = {}
+            rendered = self.views[key] = row_html(view, wall=wall)
+        return rendered
+
+
+class RowCache:
+    """Rows by content, in two generations (the older one dropped when the newer fills up):
+    bounded, lock-free (each operation is one dict access), one per process. A key holds the
+    customer's and its groups' values as read by this request, so a hit is exact."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.current: dict[tuple, _Entry] = {}
+        self.previous: dict[tuple, _Entry] = {}
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> _Entry | None:
+        entry = self.current.get(key)
+        if entry is None:
+            entry = self.previous.get(key)
+            if entry is not None:
+                self.put(key, entry)
+        return entry
+
+    def put(self, key: tuple, entry: _Entry) -> None:
+        if len(self.current) >= self.size:
+            self.previous, self.current = self.current, {}
+        self.current[key] = entry
+
+    def clear(self) -> None:
+        self.current, self.previous = {}, {}
+
+    def __len__(self) -> int:
+        return len(self.current) + len(self.previous)
+
+
+ROW_CACHE = RowCache(int(getattr(settings, "GRID_ROW_CACHE_SIZE", 6000)))
+
+
+def forget_rendered_rows() -> None:
+    """Empty this process's row cache (benchmarks measure the cold path with it)."""
+    ROW_CACHE.clear()
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """What another app adds to one customer's row (portals.signals.grid_annotator): badges
+    as (kind, label, detail), CSS classes, and `quiet` (a problem someone took care of, sorted
+    below the others). Part of the row cache's key, so a cached row is never annotated wrong."""
+
+    badges: tuple[tuple[str, str, str], ...] = ()
+    css: str = ""
+    quiet: bool = False
+
+
+def cached_entry(
+    customer: GridCustomer, groups, now: datetime, context: tuple, url, annotate=None
+) -> _Entry:
+    freshness = customer_freshness(customer, now)
+    groups = tuple(groups)
+    note = annotate(customer, groups, freshness) if annotate else None
+    key = (customer, groups, clock_state(customer, freshness.stale, now), context, note)
+    entry = ROW_CACHE.get(key)
+    if entry is None:
+        ROW_CACHE.misses += 1
+        row = build_row(customer, groups, now=now, url=url(customer.pk), freshness=freshness)
+        if note:
+            row.badges += [Badge(kind, label, detail) for kind, label, detail in note.badges]
+            row.css, row.quiet = note.css, note.quiet
+        entry = _Entry(row)
+        ROW_CACHE.put(key, entry)
+    else:
+        ROW_CACHE.hits += 1
+    return entry
+
+
+# --- the markup of a row: the hot path of a cold poll ---------------------------------------------
+# Ten groups for each of 1,000 customers are 10,000 cells; a template tag per value would cost
+# more than everything else together, so each row and each cell is one escaped f-string. The
+# markup is what portals/_grid_live.html showed before, plus `data-v`: a digest of the row's
+# markup, so that the page replaces only the rows that changed (static/js/app.js).
+
+
+def _e(value) -> str:
+    """Escaped for HTML text and attributes; NUL (the time markers' delimiter) dropped."""
+    return escape(str(value)).replace("\x00", "")
+
+
+def row_html(row: Row, *, wall: bool) -> tuple[str, str]:
+    """The row's markup and its digest (also in the markup, as data-v)."""
+    tz = timezone.get_current_timezone()
+    problem = " is-problem" if row.problem else ""
+    stale = " is-stale" if row.stale else ""
+    token = (
+        f' data-token="{row.token_id}" data-masked="{_e(row.token_masked)}"' if row.token_id else ""
+    )
+    oauth = " data-oauth" if row.oauth else ""
+    css = f" {_e(row.css)}" if row.css else ""
+    start = (
+        f'<article class="row s-{row.slug}{problem}{stale}{css}" id="c-{row.pk}" '
+        f'data-customer="{row.pk}" data-status="{row.slug}"{token}{oauth}'
+    )
+    rest = (
+        f'>{_row_head(row, wall=wall)}<ul class="cells">{cells_html(row, wall=wall, tz=tz)}'
+        f"{_row_tail(row)}</ul></article>"
+    )
+    start, rest = _narrow(start), _narrow(rest)
+    digest = hashlib.blake2b(f"{start}{rest}".encode(), digest_size=8).hexdigest()
+    return f'{start} data-v="{digest}"{rest}', digest
+
+
+def _narrow(markup: str) -> str:
+    """Characters beyond Latin-1 ("••••", "…", most names' letters outside Western Europe) as
+    character references: a cached row then takes one byte a character instead of two, and so
+    does every response joined from rows (Python stores a string in its widest character)."""
+    if markup.isascii():
+        return markup
+    return markup.encode("latin-1", "xmlcharrefreplace").decode("latin-1")
+
+
+def _row_head(row: Row, *, wall: bool) -> str:
+    since = ""
+    if row.since_text:
+        since = (
+            f'<time class="since" datetime="{row.worst_since.isoformat()}">{row.since_text}</time>'
+        )
+    badges = "".join(
+        f'<span class="badge b-{badge.kind}" title="{_e(badge.detail)}">{_e(badge.label)}</span>'
+        for badge in row.badges
+        if badge.kind != "stale"
+    )
+    note = f'<p class="stale-note">{_e(row.stale_note)}</p>' if row.stale else ""
+    menu = (
+        ""
+        if wall
+        else '<details class="menu"><summary title="Actions" '
+        f'aria-label="Actions for {_e(row.name)}"><svg class="i" aria-hidden="true">'
+        '<use href="#i-menu"></use></svg></summary><div class="menu-items"></div></details>'
+    )
+    return (
+        f'<div class="row-head"><a class="row-name" id="c-{row.pk}-a" href="{_e(row.url)}">'
+        f'{_e(row.name)}</a><div class="row-meta"><span class="pill s-{row.slug}">'
+        f'<svg class="i" aria-hidden="true"><use href="#i-{row.slug}"></use></svg>{row.label}'
+        f'</span>{since}<time class="age" datetime="{row.fetched_iso}" '
+        f'title="Data fetched {_e(row.fetched_exact)}">{row.age_text}</time>{badges}</div>'
+        f"{note}{menu}</div>"
+    )
+
+
+def _row_tail(row: Row) -> str:
+    """The chips after the groups: "+3 more", the folded Up groups, or why there are none."""
+    folded, n = row.folded, len(row.folded)
+    tail = ""
+    if row.more:
+        plural = "s" if row.more != 1 else ""
+        up = f"; up: {_e(row.folded_title)}" if folded else ""
+        tail = (
+            f'<li class="cell cell-more"><a href="{_e(row.url)}" tabindex="-1" '
+            f'title="{row.more} more group{plural} not up{up}">+{row.more} more'
+            f"{f' · {n} up' if folded else ''}</a></li>"
+        )
+    elif folded:
+        tail = (
+            f'<li class="cell cell-folded s-up i-up" title="Up: {_e(row.folded_title)}">'
+            f'<span class="cn">{n} group{"s" if n != 1 else ""}</span>'
+            '<span class="cs">Up</span></li>'
+        )
+    if not row.cells:
+        why = "No monitor groups yet" if row.matched_groups is None else "No matching groups"
+        tail += f'<li class="cell cell-empty">{why}</li>'
+    return tail
+
+
+def cells_html(row: Row, *, wall: bool, tz) -> str:
     """`<li class="cell s-down i-down" data-g="<group id>" title="…">` per shown group; the icon
     is a CSS mask picked by `i-<status>`, a click opens the group on the customer page."""
     parts = []
     for cell in row.shown:
         count = f"{cell.error_monitors}/{cell.monitors}" if wall else cell.count_text
         parts.append(
-            f'<li class="cell s-{cell.slug} i-{cell.icon}" data-g="{escape(cell.group_id)}" '
-            f'title="{escape(cell.tooltip(now))}"><span class="cn">{escape(cell.name)}</span>'
+            f'<li class="cell s-{cell.slug} i-{cell.icon}" data-g="{_e(cell.group_id)}" '
+            f'title="{_e(cell.grid_tooltip(tz))}"><span class="cn">{_e(cell.name)}</span>'
             f'<span class="cs">{cell.label}</span><span class="cc">{count}</span></li>'
         )
-    return mark_safe("".join(parts))  # noqa: S308 - every value above is escaped or ours
+    return "".join(parts)
+
+
+# --- time texts: markers in cached markup, text in each response ---------------------------------
+
+_MARKER = re.compile("\x00([asn])(-?[0-9.]*)\x00")
+
+
+def time_marker(kind: str, moment: datetime | None = None) -> str:
+    """A placeholder for a text that depends on the clock: "a" "2 min ago" (since `moment`),
+    "s" "for 2 h", "n" the response's time (ISO)."""
+    return f"\x00{kind}{moment.timestamp() if moment else ''}\x00"
+
+
+def fill_times(html: str, now: datetime) -> str:
+    """The markup with every time marker replaced by its text at `now`."""
+    if "\x00" not in html:
+        return html
+    epoch = now.timestamp()
+    iso = now.isoformat()
+
+    def text(match: re.Match) -> str:
+        kind, value = match.group(1), match.group(2)
+        if kind == "n":
+            return iso
+        span = timedelta(seconds=epoch - float(value))
+        return age_text(span) if kind == "a" else f"for {span_text(span)}"
+
+    return _MARKER.sub(text, html)

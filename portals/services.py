@@ -3,12 +3,13 @@ Site24x7 says about customers.
 
 Refresh, in one picture (DESIGN.md, "Data flow"): beat runs `refresh_due` every interval, which
 claims the due customers with one conditional UPDATE and enqueues one `refresh_customer(id)`
-each, staggered over half the interval and expiring at the next round. A refresh takes a lease
-on its customer row (one conditional UPDATE), spends one unit of the call budget, makes one
-upstream call, and writes groups, status changes and the outcome in one transaction, fenced on
-the time its fetch started. Failures are classified: transient ones are retried by Celery (the
-one retry layer) with full-jitter back-off honouring Retry-After; auth failures invalidate the
-credential and stop polling; every counted failure feeds the per-customer circuit breaker.
+each, staggered over part of the interval (REFRESH_STAGGER_FRACTION, half by default) and
+expiring at the next round. A refresh takes a lease on its customer row (one conditional
+UPDATE), spends one unit of the call budget, makes one upstream call, and writes groups, status
+changes and the outcome in one transaction, fenced on the time its fetch started. Failures
+are classified: transient ones are retried by Celery (the one retry layer) with full-jitter
+back-off honouring Retry-After; auth failures invalidate the credential and stop polling; every
+counted failure feeds the per-customer circuit breaker.
 
 Secrets: decrypted here only to be handed to the client for one call; error text is scrubbed
 of them before it is stored; tasks carry customer ids only."""
@@ -28,6 +29,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, CharField, F, OuterRef, Q, QuerySet, Subquery, When
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from msp_dashboard.site24x7 import (
     AuthError,
@@ -51,15 +53,22 @@ from tokens.services import (
 )
 from tokens.upstream import get_client, status_call_for
 
-from .limits import BudgetExhausted, budget_take
+from .limits import CACHE_ERRORS, BudgetExhausted, BudgetUnavailable, budget_take
 from .models import AuthGeneration, Customer, MonitorGroup, StatusChange
+from .signals import refreshed_on_commit
 
 logger = logging.getLogger("portals.refresh")
 
-STAGGER_FRACTION = 0.5
-"""Refreshes of one round start spread over this part of the interval; the rest is slack
-before they expire at the next round."""
 MSP_ACCOUNT = "msp"
+BROKER_DOWN = "The task queue is unreachable right now; try again in a minute."
+ROUND_GUARD = 0.75
+"""A customer enqueued by a round is not claimed again for this part of the interval (REL-03).
+Above one half, so that two beats (a restarted one, or a second one started by mistake) never
+claim a customer twice in one interval, whatever their phase: with one half, two beats half an
+interval apart took turns, and every customer was refreshed twice per interval. Below one, so a
+round that runs late by up to a quarter interval does not make the next one skip customers."""
+LEASE_GRACE = 1.0
+"""Seconds after a lease's end at which a refresh deferred by it starts (hosts' clocks differ)."""
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -204,6 +213,9 @@ def customers_sync_all(*, actor=None, ip: str | None = None) -> list[SyncReport]
         except (Site24x7Error, DecryptionError, BudgetExhausted) as exc:
             reports.append(SyncReport(credential.pk, label, error=scrub(exc, ())))
             continue
+        except CACHE_ERRORS:  # the OAuth token cache is down (REL-10)
+            reports.append(SyncReport(credential.pk, label, error=str(BudgetUnavailable())))
+            continue
         reports.append(SyncReport(credential.pk, label, result=result))
     return reports
 
@@ -294,15 +306,20 @@ def _assign(obj, values: dict) -> bool:
 
 
 def customers_due(*, now: datetime) -> QuerySet:
-    """Active customers with a usable credential, not paused, not throttled, not running, and
-    not already enqueued by a round in the last half interval."""
-    guard = now - timedelta(seconds=settings.REFRESH_INTERVAL / 2)
+    """Active customers with a usable credential, not paused, not throttled, not leased past
+    this round, and not already enqueued by a round in the last ROUND_GUARD of an interval.
+
+    A lease that ends before this round's refreshes expire (a refresh in flight, or one whose
+    worker was killed, REL-09) does not skip the customer for a whole round: its refresh is
+    deferred to the lease's end (`customers_enqueue_due`)."""
+    guard = now - timedelta(seconds=settings.REFRESH_INTERVAL * ROUND_GUARD)
+    horizon = now + timedelta(seconds=settings.REFRESH_INTERVAL - 2 * LEASE_GRACE)
     return (
         with_credential_state(Customer.objects.filter(is_active=True))
         .filter(credential_state=CredentialState.ACTIVE)
         .exclude(throttled_until__gt=now)
         .exclude(paused_until__gt=now)
-        .exclude(lease_until__gt=now)
+        .exclude(lease_until__gt=horizon)
         .filter(Q(refresh_enqueued_at__isnull=True) | Q(refresh_enqueued_at__lte=guard))
     )
 
@@ -312,13 +329,14 @@ def customers_enqueue_due(*, now: datetime | None = None) -> int:
 
     The claim is one UPDATE whose own WHERE repeats the per-round guard, so two rounds that
     run at once (a pile-up after an outage) claim disjoint sets: each customer is enqueued at
-    most once per round. Refreshes are staggered over half the interval and expire at the next
-    round, so messages that wait in a stopped queue never pile up."""
+    most once per round. Refreshes are staggered over REFRESH_STAGGER_FRACTION of the interval
+    (0: all at once) and expire at the next round, so messages that wait in a stopped queue
+    never pile up."""
     from .tasks import refresh_customer  # tasks import this module
 
     now = now or timezone.now()
     interval = settings.REFRESH_INTERVAL
-    guard = now - timedelta(seconds=interval / 2)
+    guard = now - timedelta(seconds=interval * ROUND_GUARD)
     round_id = uuid.uuid4().hex
     due = customers_due(now=now).values("pk")
     claimed = (
@@ -328,15 +346,35 @@ def customers_enqueue_due(*, now: datetime | None = None) -> int:
     )
     if not claimed:
         return 0
-    ids = list(
-        Customer.objects.filter(refresh_round=round_id).order_by("pk").values_list("pk", flat=True)
+    rows = list(
+        Customer.objects.filter(refresh_round=round_id)
+        .order_by("pk")
+        .values_list("pk", "lease_until")
     )
-    spread = interval * STAGGER_FRACTION / len(ids)
+    spread = interval * _stagger_fraction() / len(rows)
     expires = now + timedelta(seconds=interval)
-    for index, pk in enumerate(ids):
-        refresh_customer.apply_async(args=[pk], countdown=round(index * spread, 3), expires=expires)
-    logger.info("refresh round %s: %d customers enqueued", round_id[:8], len(ids))
-    return len(ids)
+    # One producer (one broker connection) for the whole round: thousands of messages.
+    with refresh_customer.app.producer_or_acquire() as producer:
+        for index, (pk, lease_until) in enumerate(rows):
+            countdown = round(max(index * spread, _lease_left(lease_until, now)), 3)
+            refresh_customer.apply_async(
+                args=[pk], countdown=countdown, expires=expires, producer=producer
+            )
+    logger.info("refresh round %s: %d customers enqueued", round_id[:8], len(rows))
+    return len(rows)
+
+
+def _lease_left(lease_until: datetime | None, now: datetime) -> float:
+    """Seconds until a lease held now has ended (plus a grace), 0 when there is none."""
+    if lease_until is None or lease_until <= now:
+        return 0.0
+    return (lease_until - now).total_seconds() + LEASE_GRACE
+
+
+def _stagger_fraction() -> float:
+    """REFRESH_STAGGER_FRACTION, within 0..1: refreshes of one round start spread over this
+    part of the interval; the rest is slack before they expire at the next round."""
+    return min(1.0, max(0.0, float(settings.REFRESH_STAGGER_FRACTION)))
 
 
 # --- refresh now (operators) -------------------------------------------------------------------
@@ -355,11 +393,15 @@ def customer_refresh_now(*, customer_id: int, actor=None) -> RefreshNowResult:
     refusal = _refresh_now_refusal(customer, now)
     if refusal:
         return RefreshNowResult(False, refusal)
-    refresh_customer.apply_async_on_commit(
-        args=[customer.pk],
-        kwargs={"manual": True},
-        expires=now + timedelta(seconds=settings.REFRESH_INTERVAL),
-    )
+    try:
+        refresh_customer.apply_async_on_commit(
+            args=[customer.pk],
+            kwargs={"manual": True},
+            expires=now + timedelta(seconds=settings.REFRESH_INTERVAL),
+        )
+    except KombuOperationalError:  # the broker is down (REL-10): say so, never a 500
+        logger.warning("refresh now: customer %s not queued: broker unreachable", customer.pk)
+        return RefreshNowResult(False, BROKER_DOWN)
     who = actor.get_username() if getattr(actor, "is_authenticated", False) else "system"
     logger.info("refresh now: customer %s queued by %s", customer.pk, who)
     return RefreshNowResult(True, f"Refresh of {customer.name} queued.")
@@ -394,10 +436,15 @@ def customer_refresh(*, customer_id: int, attempt: int = 0, manual: bool = False
     lease = _lease_take(customer_id)
     if lease is None:
         return RefreshOutcome(customer_id, RefreshResult.SKIPPED, "already running")
+    written = False
     try:
-        return _refresh_leased(customer, credential, attempt)
+        outcome = _refresh_leased(customer, credential, attempt, lease)
+        # What was written (OK, FAILED) released the lease in the same UPDATE.
+        written = outcome.result in (RefreshResult.OK, RefreshResult.FAILED)
+        return outcome
     finally:
-        _lease_release(customer_id, lease)
+        if not written:
+            _lease_release(customer_id, lease)
 
 
 def _skip_reason(customer: Customer | None, now: datetime, manual: bool) -> str:
@@ -434,21 +481,34 @@ def _lease_release(customer_id: int, token: str) -> None:
     )
 
 
-def _refresh_leased(customer: Customer, credential: Credential, attempt: int) -> RefreshOutcome:
+def _lease_drop(row: Customer, token: str) -> list[str]:
+    """Release the lease on a row being written (locked), when it is still ours: the fields
+    to save with the outcome, so one UPDATE (and one commit) writes both."""
+    if not token or row.lease_token != token:
+        return []
+    row.lease_until, row.lease_token = None, ""
+    return ["lease_until", "lease_token"]
+
+
+def _refresh_leased(
+    customer: Customer, credential: Credential, attempt: int, lease: str = ""
+) -> RefreshOutcome:
     started = timezone.now()
     clock = time.monotonic()
     call = _Call()
     try:
         groups = _fetch_groups(customer, credential, call)
     except BudgetExhausted as exc:
-        return _budget_spent(customer, started, exc.wait)
+        return _budget_spent(customer, started, exc, lease)
+    except CACHE_ERRORS:  # the OAuth token cache is down (REL-10): no call, as for the budget
+        return _budget_spent(customer, started, BudgetUnavailable(), lease)
     except (Site24x7Error, DecryptionError, SoftTimeLimitExceeded) as exc:
         duration = timedelta(seconds=time.monotonic() - clock)
         failure = _classify(exc, call, customer)
-        return _failed(customer, credential, failure, started, duration, attempt)
+        return _failed(customer, credential, failure, started, duration, attempt, lease)
     duration = timedelta(seconds=time.monotonic() - clock)
     stored = customer_store_groups(
-        customer_id=customer.pk, groups=groups, started=started, duration=duration
+        customer_id=customer.pk, groups=groups, started=started, duration=duration, lease=lease
     )
     result = RefreshResult.OK if stored else RefreshResult.IGNORED
     worst = _worst(groups)
@@ -526,7 +586,9 @@ def backoff_delay(attempt: int) -> float:
     return random.uniform(0, ceiling)
 
 
-def _failed(customer, credential, failure: _Failure, started, duration, attempt) -> RefreshOutcome:
+def _failed(
+    customer, credential, failure: _Failure, started, duration, attempt, lease: str = ""
+) -> RefreshOutcome:
     delay = None
     if failure.transient:
         delay = max(backoff_delay(attempt), failure.retry_after or 0)
@@ -534,7 +596,7 @@ def _failed(customer, credential, failure: _Failure, started, duration, attempt)
             failure.throttle_for = failure.retry_after if failure.retry_after else delay
     if failure.kind == "auth":
         credential_mark_invalid(credential=credential, reason=failure.message, customer=customer)
-    recorded, tripped = _record_failure(customer.pk, failure, started, duration)
+    recorded, tripped = _record_failure(customer.pk, failure, started, duration, lease)
     retry = (
         delay is not None
         and recorded
@@ -556,8 +618,11 @@ def _failed(customer, credential, failure: _Failure, started, duration, attempt)
     )
 
 
-def _record_failure(customer_id, failure: _Failure, started, duration) -> tuple[bool, bool]:
-    """Write a failed attempt (previous data stays); (recorded, breaker tripped)."""
+def _record_failure(
+    customer_id, failure: _Failure, started, duration, lease: str = ""
+) -> tuple[bool, bool]:
+    """Write a failed attempt (previous data stays) and release the lease `lease`; (recorded,
+    breaker tripped)."""
     now = timezone.now()
     with transaction.atomic():
         row = Customer.objects.select_for_update().get(pk=customer_id)
@@ -568,7 +633,8 @@ def _record_failure(customer_id, failure: _Failure, started, duration) -> tuple[
         if failure.throttle_for is not None:
             row.throttled_until = now + timedelta(seconds=failure.throttle_for)
         tripped = failure.counts and _count_failure(row, now)
-        row.save(update_fields=OUTCOME_FIELDS)
+        row.save(update_fields=OUTCOME_FIELDS + _lease_drop(row, lease))
+        refreshed_on_commit(customer_id, ok=False)  # alerts listen (portals.signals)
     return True, tripped
 
 
@@ -595,11 +661,18 @@ def _count_failure(row: Customer, now: datetime) -> bool:
     return True
 
 
-def _budget_spent(customer: Customer, started: datetime, wait: float) -> RefreshOutcome:
-    """No call was made: treat the customer as throttled until the budget allows one."""
-    message = f"call budget spent; next call in {wait:.0f} s"
-    failure = _Failure("budget", message, counts=False, throttle_for=wait)
-    recorded, _ = _record_failure(customer.pk, failure, started, timedelta(0))
+def _budget_spent(
+    customer: Customer, started: datetime, exc: BudgetExhausted, lease: str = ""
+) -> RefreshOutcome:
+    """No call was made: treat the customer as throttled until the budget allows one (not at
+    all when the budget could not be read: the next round tries again)."""
+    if isinstance(exc, BudgetUnavailable):
+        message = str(exc)
+        failure = _Failure("budget", message, counts=False)
+    else:
+        message = f"call budget spent; next call in {exc.wait:.0f} s"
+        failure = _Failure("budget", message, counts=False, throttle_for=exc.wait)
+    recorded, _ = _record_failure(customer.pk, failure, started, timedelta(0), lease)
     result = RefreshResult.FAILED if recorded else RefreshResult.IGNORED
     return RefreshOutcome(customer.pk, result, "budget", message)
 
@@ -619,11 +692,13 @@ def customer_store_groups(
     groups: Iterable[GroupStatus],
     started: datetime,
     duration: timedelta | None = None,
+    lease: str = "",
 ) -> bool:
     """Store the groups fetched at `started` in one transaction: groups upserted (unique by
     customer and group id), vanished ones removed, every status change recorded, worst status
-    and outcome on the customer row. False (nothing written) when data fetched later is
-    already stored: a result older than what is stored is ignored (REL-01)."""
+    and outcome on the customer row, and the refresh's lease `lease` released with it. False
+    (nothing written) when data fetched later is already stored: a result older than what is
+    stored is ignored (REL-01)."""
     groups = list({g.group_id: g for g in groups}.values())
     now = timezone.now()
     with transaction.atomic():
@@ -638,7 +713,8 @@ def customer_store_groups(
             changes.append(change)
             row.worst_status, row.worst_status_since = worst, now
         StatusChange.objects.bulk_create(changes, batch_size=500)
-        _mark_fresh(row, started, now, duration)
+        _mark_fresh(row, started, now, duration, lease)
+        refreshed_on_commit(customer_id, ok=True)  # alerts listen (portals.signals)
     return True
 
 
@@ -694,9 +770,10 @@ def _group_change(row: Customer, group: MonitorGroup, old: int | None, now) -> S
     )  # fmt: skip
 
 
-def _mark_fresh(row: Customer, started: datetime, now: datetime, duration) -> None:
+def _mark_fresh(row: Customer, started: datetime, now: datetime, duration, lease: str) -> None:
     row.data_fetched_at, row.last_success_at = started, now
     fields = ["data_fetched_at", "last_success_at", "worst_status", "worst_status_since"]
+    fields += _lease_drop(row, lease)
     if not (row.last_attempt_at and row.last_attempt_at > started):
         # The latest attempt: clear the error and the breaker.
         row.last_attempt_at, row.last_duration = started, duration

@@ -39,3 +39,11 @@ def sync_customers() -> list[str]:
         f"{r.credential_id}: {r.result if r.result else 'failed: ' + r.error}"
         for r in customers_sync_all()
     ]
+
+
+@shared_task(name="portals.tasks.heartbeat", ignore_result=True)
+def heartbeat() -> str:
+    """Every BEAT_HEARTBEAT_INTERVAL (issue 6): proves beat, broker and a worker to /healthz."""
+    from .health import heartbeat_record
+
+    return heartbeat_record().isoformat()

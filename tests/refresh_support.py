@@ -204,7 +204,7 @@ class RunLog:
             return [run[3] for run in self.runs if run[0] == task and run[2] == "SUCCESS"]
 
 
-def wait_for(predicate, *, timeout: float = 20.0, interval: float = 0.05, what: str = "") -> None:
+def wait_for(predicate, *, timeout: float = 60.0, interval: float = 0.05, what: str = "") -> None:
     """Poll until `predicate()` is true; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -15,6 +15,7 @@ import time_machine
 from django.conf import settings
 
 from msp_dashboard.site24x7 import STATUS_SEVERITY, Status
+from portals.models import Customer
 from tests.conftest import CHROMIUM, need
 from tests.refresh_support import fault, legacy_customers, sim_customers, sim_post, upstream_of
 
@@ -29,10 +30,6 @@ RANK = {s.slug: rank for rank, s in enumerate(STATUS_SEVERITY)}
 RANK["stale"] = RANK[Status.UNKNOWN.slug]
 SHOTS = settings.VAR_DIR / "screenshots"
 TIMEOUT = 15_000
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-)
 ALL_PROBLEMS = """() => [...document.querySelectorAll('#rows .row')]
     .every(r => r.classList.contains('is-problem'))"""
 ROW_IS_DOWN = """pk => { const r = document.getElementById('c-' + pk);
@@ -118,16 +115,9 @@ def with_history(sim, customer) -> None:
 
 
 def strict_csp(page) -> list[str]:
-    """Serve every response with the strict policy issue 6 will set (no inline script or
-    style, no eval) and collect the browser's complaints about it."""
+    """Collect the browser's complaints about the Content-Security-Policy the dashboard sends
+    itself (settings.CONTENT_SECURITY_POLICY, issue 6: no inline script or style, no eval)."""
     complaints: list[str] = []
-
-    def with_policy(route):
-        response = route.fetch()
-        headers = {**response.headers, "content-security-policy": CSP}
-        route.fulfill(response=response, headers=headers)
-
-    page.route("**/*", with_policy)
     page.on(
         "console",
         lambda m: complaints.append(m.text) if "Content Security Policy" in m.text else None,
@@ -344,4 +334,76 @@ def test_wall_screen_fits_44_customers_on_1080p(
     assert page.locator(".topbar").count() == 0
     shot(page, "wall-1920x1080")
     assert page.evaluate("document.documentElement.scrollHeight") <= 1080
+    context.close()
+
+
+WATCH_POLLS = """() => {
+  window.__cls = 0;
+  new PerformanceObserver(list => {
+    for (const e of list.getEntries()) if (!e.hadRecentInput) window.__cls += e.value;
+  }).observe({type: 'layout-shift', buffered: false});
+  window.__polls = [];
+  document.addEventListener('htmx:afterRequest', e => {
+    if (e.detail.elt.id !== 'grid-live') return;
+    window.__polls.push(e.detail.xhr.status);
+    if (e.detail.xhr.responseText.includes(' data-order="')) window.__deltas += 1;
+  });
+  window.__deltas = 0;
+  document.querySelectorAll('#rows .row').forEach(r => { r.__before = true; });
+}"""
+ON_SCREEN = """() => [...document.querySelectorAll('#rows .row')].find(r => {
+  const box = r.getBoundingClientRect(); return box.top > 60 && box.bottom < innerHeight; })
+  .dataset.customer"""
+
+
+def test_a_poll_replaces_only_the_changed_row_without_flicker_or_scroll_jump(
+    browser, live_server, simulator, noc, settings
+):
+    """Scrolled to the middle, a refresh lands and three polls come: the changed row updates in
+    place (the poll brings only that row), every other row is the very same element, nothing
+    moves (scrollY, layout shifts), and the polls with nothing new are answered 204."""
+    from portals.services import customer_refresh
+
+    settings.GRID_POLL_SECONDS = 1
+    # A cache of this test's own: what a page holds (for the delta) must not be wiped by
+    # another test run sharing var/cache while this one runs.
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "g"}
+    }
+    seed(simulator, stale=0, throttled=0)
+    context = browser.new_context(viewport={"width": 1280, "height": 480})
+    page = context.new_page()
+    csp_complaints = strict_csp(page)
+    login(page, live_server, next_path="/?sort=name")  # by name: a new status moves no row
+    page.evaluate("window.scrollTo(0, (document.documentElement.scrollHeight - innerHeight) / 2)")
+    page.wait_for_timeout(300)
+    y = page.evaluate("window.scrollY")
+    assert y > 0
+    page.evaluate(WATCH_POLLS)
+
+    pk = int(page.evaluate(ON_SCREEN))
+    customer = Customer.objects.get(pk=pk)
+    group = next(g for g in upstream_of(simulator, customer)["groups"] if g["top_group"])
+    status = 2 if group["status"] != 2 else 3  # Trouble, or Critical if it is Trouble
+    change = {"customer": customer.portal_id, "group_id": group["group_id"], "status": status}
+    sim_post(simulator, "status", change)
+    assert customer_refresh(customer_id=pk).result == "ok"
+    cell = f"#c-{pk} li.cell[data-g='{group['group_id']}']"
+    slug = {2: "trouble", 3: "critical"}[status]
+    page.wait_for_selector(f"{cell}.s-{slug}", state="attached", timeout=TIMEOUT)
+    polls = len(page.evaluate("window.__polls"))
+    page.wait_for_function(f"() => window.__polls.length >= {polls + 3}", timeout=TIMEOUT)
+
+    assert page.evaluate("window.scrollY") == y
+    assert page.evaluate("window.__cls") == 0
+    replaced = page.evaluate(
+        "[...document.querySelectorAll('#rows .row')].filter(r => !r.__before)"
+        ".map(r => Number(r.dataset.customer))"
+    )
+    assert replaced == [pk]
+    statuses = page.evaluate("window.__polls")
+    assert 200 in statuses and statuses[-1] == 204, statuses
+    assert page.evaluate("window.__deltas") >= 1  # only the changed row came over the wire
+    assert csp_complaints == []
+    shot(page, "grid-after-polls", full_page=False)
     context.close()

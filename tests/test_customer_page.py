@@ -17,6 +17,7 @@ from msp_dashboard.site24x7 import Status
 from portals.detail import WIDTH, build_timelines
 from portals.models import MonitorGroup, StatusChange
 from tests.grid_support import add_token, make_customer
+from tests.roles_support import VIEWER, make_user
 from tokens.models import AuditAction, Credential, CredentialKind, CredentialOrigin
 from tokens.services import audit_record
 
@@ -187,7 +188,7 @@ def test_credentials_are_masked_with_their_buttons(admin_client):
 
 def test_buttons_follow_permissions(client, django_user_model):
     customer = make_customer("Perms")
-    viewer = django_user_model.objects.create_user("viewer")
+    viewer = make_user("viewer", VIEWER)
     client.force_login(viewer)
     html = page_of(client, customer)
     assert "Refresh now" not in html

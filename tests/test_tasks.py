@@ -16,7 +16,6 @@ from portals.services import (
     customer_refresh_now,
     customers_due,
     customers_enqueue_due,
-    lease_timeout,
 )
 from portals.tasks import refresh_customer, refresh_due
 from tokens.models import Credential, CredentialState
@@ -118,7 +117,8 @@ def test_who_is_due(simulator):
     (fresh, throttled, paused, leased, inactive, invalid, enqueued) = customers
     Customer.objects.filter(pk=throttled.pk).update(throttled_until=later)
     Customer.objects.filter(pk=paused.pk).update(paused_until=later)
-    Customer.objects.filter(pk=leased.pk).update(lease_until=now + lease_timeout())
+    # Leased past this round's expiry (a lease ending sooner only defers the refresh).
+    Customer.objects.filter(pk=leased.pk).update(lease_until=later)
     Customer.objects.filter(pk=inactive.pk).update(is_active=False)
     Credential.objects.filter(customer=invalid).update(state=CredentialState.INVALID)
     Customer.objects.filter(pk=enqueued.pk).update(refresh_enqueued_at=now)

@@ -4,9 +4,9 @@ import uuid
 
 import pytest
 import requests
-from django.contrib.auth.models import Permission
 
 from portals.models import Customer
+from tests.roles_support import TOKEN_MANAGER, make_user
 
 
 def sim_get(sim, path: str) -> dict:
@@ -67,11 +67,7 @@ def customer(db, sim_customer):
 
 @pytest.fixture
 def manager(db, django_user_model):
-    user = django_user_model.objects.create_user("manager", password="a-long-test-pass-123")
-    user.user_permissions.add(
-        Permission.objects.get(codename="change_credential", content_type__app_label="tokens")
-    )
-    return user
+    return make_user("manager", TOKEN_MANAGER)
 
 
 @pytest.fixture

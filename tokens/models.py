@@ -64,6 +64,10 @@ class Credential(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["customer", "kind", "state"])]
+        # The token manager's permission (issue 6); checked only through tokens.access.
+        permissions = [
+            ("manage_credentials", "Can create, import, revoke, forget and test credentials")
+        ]
 
     def __str__(self):
         who = self.label or self.get_kind_display()
@@ -105,6 +109,18 @@ class AuditAction(models.TextChoices):
     CUSTOMER_SYNC = "customer.sync", "Customers synced"
     CUSTOMER_DELETE = "customer.delete", "Customer deleted"
     ACCESS_DENIED = "access.denied", "Access denied"
+    LOGIN_SUCCESS = "login.success", "Logged in"
+    LOGIN_FAILURE = "login.failure", "Login failed"
+    LOGIN_LOCKED = "login.locked", "Login locked out"
+    LOGOUT = "logout", "Logged out"
+    ROLE_CHANGE = "role.change", "Role or scope changed"
+    # Alerts, acknowledgements and mutes (issue 9, the alerts app).
+    ALERT_ACK = "alert.ack", "Problem acknowledged"
+    ALERT_ACK_END = "alert.ack_end", "Acknowledgement ended"
+    ALERT_MUTE = "alert.mute", "Customer muted (maintenance)"
+    ALERT_MUTE_END = "alert.mute_end", "Mute ended"
+    ALERT_CHANNEL = "alert.channel", "Alert channel changed"
+    ALERT_TEST = "alert.test", "Alert channel tested"
 
 
 class AuditOutcome(models.TextChoices):

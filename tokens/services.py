@@ -100,6 +100,45 @@ def credential_client_secret(credential: Credential) -> str:
     return crypto.decrypt(credential.client_secret_ciphertext)
 
 
+# --- other apps' secrets (issue 9: alert webhook URLs) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """What another app stores for a secret: the ciphertext, the last four characters (only
+    for secrets of 16+ characters) and a fingerprint that ties the ciphertext to its row."""
+
+    ciphertext: str
+    last4: str
+    fingerprint: str
+
+
+@sensitive_variables("secret")
+def secret_seal(*, secret: str) -> SealedSecret:
+    """Encrypt a secret another app keeps (e.g. a Slack or Teams webhook URL, which embeds a
+    token). Only `secret_open` reads it back; nothing else decrypts."""
+    return SealedSecret(crypto.encrypt(secret), crypto.last4(secret), crypto.fingerprint(secret))
+
+
+@sensitive_variables("secret")
+def secret_open(*, ciphertext: str, fingerprint: str = "") -> str:
+    """The plaintext of `secret_seal`, for the one outbound call that needs it. Raises
+    crypto.DecryptionError, also when `fingerprint` is given and the ciphertext was copied
+    from another row."""
+    secret = crypto.decrypt(ciphertext)
+    if fingerprint and crypto.fingerprint(secret) != fingerprint:
+        raise crypto.DecryptionError("stored secret does not belong to this row")
+    return secret
+
+
+def secret_rotate(*, ciphertext: str) -> str | None:
+    """The ciphertext re-encrypted with the primary key, or None when it already is (or is
+    empty). Raises crypto.DecryptionError when no configured key opens it."""
+    if not ciphertext or not crypto.needs_rotation(ciphertext):
+        return None
+    return crypto.rotate(ciphertext)
+
+
 @sensitive_variables("secret", "client_secret")
 def credential_import(
     *,

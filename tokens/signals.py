@@ -36,3 +36,11 @@ def credential_deleted(sender, instance: Credential, **kwargs):
         outcome="success",
         detail=f"{instance.get_kind_display()} row deleted with its ciphertext",
     )
+
+
+def current_actor() -> tuple:
+    """(user, ip) named by the innermost `acting` block, or (None, None)."""
+    user, ip = _actor.get() or (None, None)
+    if user is not None and not getattr(user, "is_authenticated", False):
+        return None, ip
+    return user, ip

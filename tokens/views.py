@@ -15,6 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from . import errors, services
 from .access import (
     client_ip,
+    credentials_for_user,
     get_credential_for_user,
     get_customer_for_token_manager,
     require_token_manager,
@@ -57,9 +58,10 @@ def _who(request) -> dict:
 @require_http_methods(["GET"])
 def credential_list(request):
     require_token_manager(request)
-    msp = Credential.objects.filter(customer__isnull=True).order_by("state", "-created_at")
+    visible = credentials_for_user(request.user)
+    msp = visible.filter(customer__isnull=True).order_by("state", "-created_at")
     customer_tokens = (
-        Credential.objects.filter(customer__isnull=False)
+        visible.filter(customer__isnull=False)
         .exclude(state=CredentialState.REVOKED)
         .select_related("customer")
         .order_by("customer__name", "-created_at")
@@ -139,7 +141,7 @@ def credential_import(request, pk):
 @login_required
 @GET_POST
 def msp_import(request):
-    require_token_manager(request)
+    require_token_manager(request, msp=True)
     form = MspImportForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -163,7 +165,7 @@ def msp_import(request):
 @login_required
 @GET_POST
 def oauth_connect(request):
-    require_token_manager(request)
+    require_token_manager(request, msp=True)
     form = OAuthConnectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:

@@ -1,0 +1,72 @@
+"""Signals other apps listen to, so that portals never imports them (dependencies point one
+way: site24x7 <- tokens <- portals <- alerts).
+
+- `customer_refreshed(customer_id, ok)`: a refresh wrote its outcome (ok: fresh data stored;
+  not ok: a failed attempt recorded, previous data kept). Sent after the transaction commits,
+  never for a result that fencing ignored. A receiver's error is logged, never raised into the
+  refresh (send_robust).
+- `grid_loading(request, filters, now)`: the grid is about to be built for a user; a
+  receiver may return a callable `(customer, groups, freshness) -> portals.queries.Annotation
+  | None` that adds badges, CSS classes and "quiet" (sorted below other problems) to rows.
+  An annotation is part of the row cache's key (portals.queries.cached_entry).
+- `grid_loaded(request, grid)`: the grid (page, live partial, JSON) was built; receivers may
+  fill `grid.banners` and `grid.extensions` (template names the grid page includes).
+- `customer_page_loaded(request, page)`: the customer page was built; receivers may add to
+  `page.badges` and `page.panels` ({"template": ..., ...})."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.dispatch import Signal
+
+logger = logging.getLogger("portals.signals")
+
+customer_refreshed = Signal()
+grid_loading = Signal()
+grid_loaded = Signal()
+customer_page_loaded = Signal()
+
+
+def _send_refreshed(customer_id: int, ok: bool) -> None:
+    for receiver, result in customer_refreshed.send_robust(
+        sender="portals", customer_id=customer_id, ok=ok
+    ):
+        if isinstance(result, Exception):
+            logger.error(
+                "customer_refreshed receiver %s failed for customer %s: %s",
+                getattr(receiver, "__qualname__", receiver),
+                customer_id,
+                type(result).__name__,
+            )
+
+
+def refreshed_on_commit(customer_id: int, *, ok: bool) -> None:
+    """Send `customer_refreshed` once the current transaction commits (at once outside one)."""
+    transaction.on_commit(lambda: _send_refreshed(customer_id, ok))
+
+
+def grid_annotator(*, request, filters, now):
+    """One callable from the `grid_loading` receivers' (None when there is none): badges
+    and classes added up, quiet when any says so."""
+    from .queries import Annotation
+
+    responses = grid_loading.send(sender="portals", request=request, filters=filters, now=now)
+    found = [response for _, response in responses if callable(response)]
+    if not found:
+        return None
+    if len(found) == 1:
+        return found[0]
+
+    def annotate(customer, groups, freshness):
+        notes = [n for n in (f(customer, groups, freshness) for f in found) if n]
+        if not notes:
+            return None
+        return Annotation(
+            badges=tuple(b for n in notes for b in n.badges),
+            css=" ".join(n.css for n in notes if n.css),
+            quiet=any(n.quiet for n in notes),
+        )
+
+    return annotate
