@@ -1,0 +1,35 @@
+from django.apps import AppConfig
+
+
+class AlertsConfig(AppConfig):
+    name = "alerts"
+    verbose_name = "Alerts, acknowledgements and availability"
+
+    def ready(self):
+        from django.db.models.signals import post_delete, post_migrate, post_save
+
+        from portals import queries
+        from portals.signals import (
+            customer_page_loaded,
+            customer_refreshed,
+            grid_loaded,
+            grid_loading,
+        )
+
+        from . import receivers
+        from .models import Silence, UpstreamIncident
+        from .overlay import AVAIL_PARAM
+
+        customer_refreshed.connect(receivers.on_customer_refreshed, dispatch_uid="alerts-refresh")
+        grid_loading.connect(receivers.on_grid_loading, dispatch_uid="alerts-grid-rows")
+        grid_loaded.connect(receivers.on_grid_loaded, dispatch_uid="alerts-grid")
+        customer_page_loaded.connect(receivers.on_customer_page, dispatch_uid="alerts-customer")
+        for model in (Silence, UpstreamIncident):
+            for signal in (post_save, post_delete):
+                signal.connect(
+                    receivers.on_silence_or_incident_saved,
+                    sender=model,
+                    dispatch_uid=f"alerts-overlay-{model.__name__}-{signal}",
+                )
+        post_migrate.connect(receivers.grant_role_permissions, sender=self)
+        queries.EXTRA_PARAMS.add(AVAIL_PARAM)  # ?avail=24h|7d|30d stays in every grid URL

@@ -1,0 +1,280 @@
+"""The alert engine on a frozen clock: transitions of a customer's worst status and of its
+groups, hold-for-N-refreshes flap suppression (global and per channel), flapping, recovery
+notices, acknowledgements (suppress, end on recovery or worsening, expire) and mutes.
+Refreshes go through the real services (portals.services.customer_store_groups and, over
+HTTP against the simulator, customer_refresh); deliveries go to a real HTTP listener."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from alerts.models import (
+    AlertEvent,
+    AlertState,
+    Delivery,
+    DeliveryState,
+    EventKind,
+    Silence,
+    SilenceEnd,
+)
+from alerts.services import alerts_sweep, silence_acknowledge, silence_mute
+from msp_dashboard.site24x7 import Status
+from tests.alerts_support import Clock, channel, store
+from tests.grid_support import make_customer
+from tokens.models import AuditEvent
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("own_cache")]
+pytest_plugins = ["tests.alerts_support"]
+
+UP, DOWN, TROUBLE = Status.UP, Status.DOWN, Status.TROUBLE
+
+
+def kinds(received) -> list[tuple[str, str]]:
+    """(kind, group name or "") of what the listener got, in order."""
+    return [(r.json["kind"], (r.json["group"] or {}).get("name", "")) for r in received]
+
+
+@pytest.fixture
+def acme():
+    return make_customer("Acme", fetched=None, token="active")
+
+
+def test_a_new_status_alerts_once_it_held_two_refreshes_and_recovery_follows(
+    acme, listener, eager, django_capture_on_commit_callbacks
+):
+    hook = channel("webhook", url=listener.hook())
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    store(clock, acme, [("ERP", UP), ("Mail", UP)], capture=capture)  # the baseline
+    store(clock, acme, [("ERP", DOWN), ("Mail", UP)], capture=capture)  # 1 of 2: held
+    assert listener.received == []
+    assert not AlertEvent.objects.exists()
+
+    store(clock, acme, [("ERP", DOWN), ("Mail", UP)], capture=capture)  # 2 of 2: alert
+    assert sorted(kinds(listener.received)) == [("problem", ""), ("problem", "ERP")]
+    customer_level = next(r.json for r in listener.received if r.json["group"] is None)
+    assert customer_level["customer"]["name"] == "Acme"
+    assert customer_level["from_status"] == {"code": 1, "label": "Up"}
+    assert customer_level["to_status"] == {"code": 0, "label": "Down"}
+    assert customer_level["hold_refreshes"] == 2
+
+    store(clock, acme, [("ERP", DOWN), ("Mail", UP)], capture=capture)  # no news
+    store(clock, acme, [("ERP", UP), ("Mail", UP)], capture=capture)  # recovery held
+    assert len(listener.received) == 2
+    store(clock, acme, [("ERP", UP), ("Mail", UP)], capture=capture)
+    assert sorted(kinds(listener.received[2:])) == [("recovery", ""), ("recovery", "ERP")]
+    assert Delivery.objects.filter(channel=hook, state=DeliveryState.SENT).count() == 4
+    assert all(d.attempts == 1 for d in Delivery.objects.all())
+
+
+def test_a_blip_shorter_than_the_hold_sends_nothing(
+    acme, listener, eager, django_capture_on_commit_callbacks
+):
+    channel("webhook", url=listener.hook())
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    for status in (UP, DOWN, UP, UP, TROUBLE, TROUBLE):  # a one-refresh blip, then a change
+        store(clock, acme, [("ERP", status)], capture=capture)
+    # The blip sent nothing; Trouble held for two refreshes did.
+    assert kinds(listener.received) == [("problem", ""), ("problem", "ERP")]
+    assert all(r.json["to_status"]["label"] == "Trouble" for r in listener.received)
+    state = AlertState.objects.get(customer=acme, group_id="")
+    assert state.status == TROUBLE and state.streak == 2 and not state.flapping
+
+
+def test_each_channel_may_hold_for_its_own_number_of_refreshes(
+    acme, listener, eager, django_capture_on_commit_callbacks, settings
+):
+    settings.ALERT_HOLD_REFRESHES = 3
+    quick = channel(
+        "webhook",
+        url=listener.hook("quick-hook-token-000001"),
+        name="Quick",
+        hold_refreshes=1,
+        include_groups=False,
+    )
+    slow = channel(
+        "webhook", url=listener.hook("slow-hook-token-0000002"), name="Slow", include_groups=False
+    )
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    store(clock, acme, [("ERP", UP)], capture=capture)
+    store(clock, acme, [("ERP", DOWN)], capture=capture)
+    assert [r.path for r in listener.received] == ["/services/quick-hook-token-000001"]
+    store(clock, acme, [("ERP", DOWN)], capture=capture)
+    assert len(listener.received) == 1
+    store(clock, acme, [("ERP", DOWN)], capture=capture)
+    assert listener.received[-1].path == "/services/slow-hook-token-0000002"
+    assert listener.received[-1].json["hold_refreshes"] == 3
+    assert Delivery.objects.filter(channel=quick).count() == 1
+    assert Delivery.objects.filter(channel=slow).count() == 1
+
+
+def test_flapping_is_flagged_alerts_are_held_and_it_settles(
+    acme, listener, eager, django_capture_on_commit_callbacks, settings
+):
+    settings.ALERT_HOLD_REFRESHES = 1  # every change would alert: flapping must hold them
+    channel("webhook", url=listener.hook(), include_groups=False)
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    store(clock, acme, [("ERP", UP)], capture=capture)
+    for status in (DOWN, UP, DOWN):  # three changes: three alerts
+        store(clock, acme, [("ERP", status)], capture=capture)
+    assert kinds(listener.received) == [("problem", ""), ("recovery", ""), ("problem", "")]
+
+    store(clock, acme, [("ERP", UP)], capture=capture)  # the fourth change in an hour
+    state = AlertState.objects.get(customer=acme, group_id="")
+    assert state.flapping
+    assert kinds(listener.received[3:]) == [("flapping", "")]
+    assert "4 status changes in 60 min" in listener.received[3].json["text"]
+    held = Delivery.objects.get(event__kind=EventKind.RECOVERY, state=DeliveryState.SUPPRESSED)
+    assert held.reason == "flapping"
+
+    store(clock, acme, [("ERP", DOWN)], capture=capture)  # still flapping: nothing sent
+    assert len(listener.received) == 4
+    for _ in range(12):  # an hour of Down: the changes age out of the window
+        store(clock, acme, [("ERP", DOWN)], capture=capture)
+    assert not AlertState.objects.get(customer=acme, group_id="").flapping
+    assert kinds(listener.received[4:]) == [("settled", "")]
+    assert "now Down" in listener.received[4].json["text"]
+
+
+def test_an_acknowledgement_silences_the_problem_and_ends_when_it_worsens_or_recovers(
+    acme, listener, eager, django_capture_on_commit_callbacks, admin_user, settings
+):
+    settings.ALERT_FLAP_CHANGES = 10  # four changes in 40 minutes: not flapping here
+    channel("webhook", url=listener.hook(), include_groups=False)
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    store(clock, acme, [("ERP", UP)], capture=capture)
+    store(clock, acme, [("ERP", TROUBLE)], capture=capture)
+    store(clock, acme, [("ERP", TROUBLE)], capture=capture)
+    assert kinds(listener.received) == [("problem", "")]
+    acme.refresh_from_db()
+    with clock.at(), capture(execute=True):
+        ack = silence_acknowledge(customer=acme, note="ISP works on it", actor=admin_user)
+    assert ack.status == TROUBLE and ack.created_by_name == "admin"
+    assert AuditEvent.objects.filter(action="alert.ack", customer_id=acme.pk).exists()
+
+    # Worse than acknowledged (Trouble -> Down): the acknowledgement ends, the alert goes out.
+    store(clock, acme, [("ERP", DOWN)], capture=capture)
+    store(clock, acme, [("ERP", DOWN)], capture=capture)
+    ack.refresh_from_db()
+    assert ack.ended_reason == SilenceEnd.WORSENED
+    assert kinds(listener.received[1:]) == [("problem", "")]
+
+    acme.refresh_from_db()
+    with clock.at(), capture(execute=True):
+        ack = silence_acknowledge(customer=acme, note="on site", actor=admin_user)
+    store(clock, acme, [("ERP", TROUBLE)], capture=capture)  # better, still a problem: kept
+    store(clock, acme, [("ERP", TROUBLE)], capture=capture)
+    ack.refresh_from_db()
+    assert ack.ended_at is None
+    assert len(listener.received) == 2
+    assert (
+        Delivery.objects.filter(state=DeliveryState.SUPPRESSED, reason__startswith="ack").count()
+        == 1
+    )
+
+    store(clock, acme, [("ERP", UP)], capture=capture)
+    store(clock, acme, [("ERP", UP)], capture=capture)
+    ack.refresh_from_db()
+    assert ack.ended_reason == SilenceEnd.RECOVERED
+    # The recovery goes to the channel: it heard of the problem (Down) and not of the
+    # acknowledged improvement.
+    assert kinds(listener.received[2:]) == [("recovery", "")]
+    ends = AuditEvent.objects.filter(action="alert.ack_end", customer_id=acme.pk)
+    assert {e.detail.rsplit(": ", 1)[-1] for e in ends} == {"Status worsened", "Status recovered"}
+
+
+def test_an_acknowledgement_with_an_expiry_expires(acme, django_capture_on_commit_callbacks):
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    store(clock, acme, [("ERP", DOWN)], capture=capture)
+    acme.refresh_from_db()
+    with clock.at() as now, capture(execute=True):
+        ack = silence_acknowledge(customer=acme, expires_at=now + timedelta(hours=1))
+        assert ack.is_active(now)
+    clock.tick(3599)
+    with clock.at(), capture(execute=True):
+        assert alerts_sweep().expired == 0
+    clock.tick(2)
+    with clock.at() as now, capture(execute=True):
+        assert not ack.is_active(now)
+        assert alerts_sweep().expired == 1
+    ack.refresh_from_db()
+    assert ack.ended_reason == SilenceEnd.EXPIRED
+    assert AuditEvent.objects.filter(action="alert.ack_end", actor_name="system").count() == 1
+
+
+def test_nothing_to_acknowledge_when_up(acme, django_capture_on_commit_callbacks):
+    from alerts.services import AlertsError
+
+    clock = Clock()
+    store(clock, acme, [("ERP", UP)], capture=django_capture_on_commit_callbacks)
+    acme.refresh_from_db()
+    with clock.at(), pytest.raises(AlertsError, match="Nothing to acknowledge"):
+        silence_acknowledge(customer=acme)
+
+
+def test_a_muted_customer_sends_nothing_and_the_log_says_why(
+    acme, listener, eager, django_capture_on_commit_callbacks
+):
+    channel("webhook", url=listener.hook())
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    store(clock, acme, [("ERP", UP)], capture=capture)
+    with clock.at() as now, capture(execute=True):
+        mute = silence_mute(customer=acme, until=now + timedelta(hours=2), note="firmware")
+    for _ in range(3):
+        store(clock, acme, [("ERP", DOWN)], capture=capture)
+    assert listener.received == []
+    reasons = set(Delivery.objects.values_list("reason", flat=True))
+    assert len(reasons) == 1 and reasons.pop().startswith("muted until")
+    assert AuditEvent.objects.filter(action="alert.mute", customer_id=acme.pk).exists()
+    assert mute.expires_at == clock.now - timedelta(seconds=900) + timedelta(hours=2)
+    # A recovery after the mute goes nowhere: no channel heard of the problem.
+    clock.tick(3 * 3600)
+    store(clock, acme, [("ERP", UP)], capture=capture)
+    store(clock, acme, [("ERP", UP)], capture=capture)
+    assert listener.received == []
+    assert not Silence.objects.filter(ended_at__isnull=True, expires_at__gt=clock.now).exists()
+
+
+def test_a_failed_refresh_makes_the_customer_stale_and_that_alerts_too(
+    simulator, listener, eager, django_capture_on_commit_callbacks, settings
+):
+    from portals.services import customer_refresh
+    from tests.refresh_support import fault, legacy_customers, sim_post, upstream_of
+
+    channel("webhook", url=listener.hook(), include_groups=False)
+    customer = legacy_customers(simulator, count=1)[0]
+    for group in upstream_of(simulator, customer)["groups"]:  # all Up to begin with
+        payload = {"customer": customer.portal_id, "group_id": group["group_id"], "status": 1}
+        sim_post(simulator, "status", payload)
+    capture = django_capture_on_commit_callbacks
+    with capture(execute=True):
+        assert customer_refresh(customer_id=customer.pk).result == "ok"
+    fault(simulator, customer=customer.portal_id, kind="status", http_status=500)
+    for _ in range(2):
+        with capture(execute=True):
+            customer_refresh(customer_id=customer.pk, manual=True)
+    problem = listener.received[-1].json
+    assert problem["kind"] == "problem"
+    assert problem["to_status"]["code"] == Status.UNKNOWN
+    assert "Stale" in problem["text"]
+
+
+def test_a_failed_refresh_keeps_the_groups_baseline(
+    acme, django_capture_on_commit_callbacks, settings
+):
+    from portals.models import Customer
+    from portals.signals import refreshed_on_commit
+
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    store(clock, acme, [("ERP", UP), ("Mail", UP)], capture=capture)
+    assert AlertState.objects.filter(customer=acme).count() == 3
+    clock.tick()
+    Customer.objects.filter(pk=acme.pk).update(
+        last_attempt_at=clock.now, last_error="timed out", last_error_kind="timeout"
+    )
+    with clock.at(), capture(execute=True):
+        refreshed_on_commit(acme.pk, ok=False)  # what portals sends after a failed refresh
+    states = {s.group_id: s for s in AlertState.objects.filter(customer=acme)}
+    assert states[""].status == Status.UNKNOWN and states[""].failing_since == clock.now
+    assert {s.status for gid, s in states.items() if gid} == {UP}  # kept, not observed
