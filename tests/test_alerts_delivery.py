@@ -196,17 +196,18 @@ def test_the_webhook_url_is_a_secret(
     caplog.set_level(logging.DEBUG)
     client.force_login(admin_user)
     url = listener.hook(SECRET_PATH)
-    response = client.post(
-        "/alerts/channels/new/",
-        {
-            "name": "Slack NOC",
-            "kind": "slack",
-            "enabled": "on",
-            "url": url,
-            "include_groups": "on",
-            "notify_recovery": "on",
-        },
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/alerts/channels/new/",
+            {
+                "name": "Slack NOC",
+                "kind": "slack",
+                "enabled": "on",
+                "url": url,
+                "include_groups": "on",
+                "notify_recovery": "on",
+            },
+        )
     assert response.status_code == 302, response.content.decode()[:2000]
     hook = AlertChannel.objects.get(name="Slack NOC")
     assert hook.url_last4 == url[-4:]
