@@ -397,6 +397,9 @@ def test_simulator_restart_and_a_hanging_customer_do_not_hold_up_the_others(make
         stack = make_stack(
             sim.url, REFRESH_INTERVAL=interval, SITE24X7_READ_TIMEOUT=read_timeout,
             REFRESH_BACKOFF_BASE=0.2, REFRESH_BACKOFF_MAX=1.0,
+            # No beat here: a healthy customer whose retries all fell inside the restart would
+            # wait for a round that never comes; six tries span a slow restart on a busy box.
+            REFRESH_MAX_RETRIES=6,
         )  # fmt: skip
         customers = legacy_customers(sim)
         hanging, healthy = customers[0], customers[1:]
