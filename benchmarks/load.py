@@ -5,7 +5,9 @@
 
 Seeds the grid benchmark's database (benchmarks/grid.py: `msp_bench_grid` on PostgreSQL,
 else var/bench-grid/grid.sqlite3) with N customers x G groups, starts `gunicorn
-msp_dashboard.wsgi --workers W` on a free loopback port, then runs locust headless (installed
+msp_dashboard.wsgi --workers 3` (deploy/msp-dashboard-web.service runs 3 workers; its
+`--threads 4` is --threads, slower here: the grid's requests are CPU-bound Python) on a free
+loopback port, then runs locust headless (installed
 from requirements-bench.txt when missing: a benchmark tool, not an app or test dependency).
 Users start --spawn-rate a second; each logs in through the login form, then polls the grid's
 partial every 5 s the way static/js/app.js does (htmx headers, the X-Grid-Version it holds,
@@ -55,7 +57,7 @@ class Gunicorn:
     """`gunicorn msp_dashboard.wsgi` as a subprocess on a free loopback port (this process's
     environment: the benchmark database); its log goes to var/bench-grid/gunicorn.log."""
 
-    def __init__(self, *, workers: int, log_name: str = "gunicorn.log") -> None:
+    def __init__(self, *, workers: int, threads: int = 1, log_name: str = "gunicorn.log") -> None:
         from benchmarks._common import free_port
         from benchmarks.grid import BENCH_VAR
 
@@ -65,6 +67,7 @@ class Gunicorn:
         cmd = [
             sys.executable, "-m", "gunicorn", "msp_dashboard.wsgi",
             "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+            "--threads", str(threads),
             "--access-logfile", "-", "--log-level", "warning",
         ]  # fmt: skip
         handle = open(self.log, "w")  # noqa: SIM115 - kept open for the process's life
@@ -94,18 +97,25 @@ class Gunicorn:
 
     def cpu_s(self) -> float:
         """CPU seconds used so far by the master and its workers."""
-        from benchmarks._common import cpu_seconds
-
         pids = [self.process.pid]
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         if children.exists():
             pids += [int(pid) for pid in children.read_text().split()]
-        return sum(cpu_seconds(pid) for pid in pids)
+        return sum(_own_cpu_s(pid) for pid in pids)
 
     def stop(self) -> None:
         from benchmarks._common import stop_process
 
         stop_process(self.process)
+
+
+def _own_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (not its children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ensure_locust() -> None:
@@ -235,7 +245,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--groups", type=int, default=10)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--seconds", type=int, default=60)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    # deploy/msp-dashboard-web.service runs 3 workers x 4 threads; the grid's requests are
+    # CPU-bound Python, and 3 single-threaded workers answered them faster on 2 cores.
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads a worker")
     parser.add_argument("--churn", type=float, default=7.0, help="refreshes per second; 0 none")
     parser.add_argument("--spawn-rate", type=float, default=2.0, help="users started a second")
     parser.add_argument(
@@ -259,9 +272,10 @@ def main(argv=None) -> int:
     states = g.seed(args.customers, args.groups)
     make_user()
     say(f"load: {args.customers} x {args.groups}, {args.users} users for {args.seconds} s, "
-        f"gunicorn x {args.workers}, churn {args.churn}/s; database {url}")  # fmt: skip
+        f"gunicorn {args.workers} workers x {args.threads} threads, churn {args.churn}/s; "
+        f"database {url}")  # fmt: skip
     say(f"seeded: {states}")
-    server = Gunicorn(workers=args.workers)
+    server = Gunicorn(workers=args.workers, threads=args.threads)
     churn = Churn(args.churn) if args.churn > 0 else None
     prefix = BENCH_VAR / "load"
     try:
@@ -271,6 +285,7 @@ def main(argv=None) -> int:
         env = {**os.environ, "LOAD_USERNAME": USERNAME, "LOAD_PASSWORD": PASSWORD,
                "LOAD_SAMPLES": str(samples_file)}  # fmt: skip
         load_before, cpu_before = os.getloadavg(), server.cpu_s()
+        own_before = time.process_time()
         cmd = [
             sys.executable, "-m", "locust", "-f", __file__, "--headless",
             "--users", str(args.users), "--spawn-rate", str(args.spawn_rate),
@@ -280,6 +295,7 @@ def main(argv=None) -> int:
         result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         print(result.stderr[-4000:], flush=True)
         rss, cpu = server.rss_mb(), server.cpu_s() - cpu_before
+        churn_cpu = time.process_time() - own_before
         load_after = os.getloadavg()
     finally:
         if churn:
@@ -301,16 +317,19 @@ def main(argv=None) -> int:
     say(
         f"polls answered 204 (unchanged): {unchanged}; gunicorn RSS {rss} MB, CPU {cpu:.1f} s "
         f"({cpu / max(1, served) * 1000:.0f} ms a request); refreshes written "
-        f"{churn.done if churn else 0}; load average {load_before[0]:.1f} -> {load_after[0]:.1f}"
+        f"{churn.done if churn else 0} (this process's CPU {churn_cpu:.1f} s); load average "
+        f"{load_before[0]:.1f} -> {load_after[0]:.1f}"
     )
     emit({
         "benchmark": "load", "database": connection.vendor, "database_url": url,
         "machine": machine(), "customers": args.customers, "groups": args.groups,
         "users": args.users, "seconds": args.seconds, "workers": args.workers,
+        "threads": args.threads,
         "churn_per_s": args.churn, "refreshes_written": churn.done if churn else 0,
         "stats": stats, "steady": steady, "warmup_s": args.warmup,
         "poll_204_share": unchanged, "gunicorn_rss_mb": rss, "gunicorn_cpu_s": round(cpu, 1),
         "gunicorn_cpu_ms_per_request": round(cpu / max(1, served) * 1000, 1),
+        "churn_cpu_s": round(churn_cpu, 1),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in load_after], "spawn_rate": args.spawn_rate,
         "locust_exit": result.returncode,

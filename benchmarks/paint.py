@@ -116,7 +116,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--groups", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads a worker")
     parser.add_argument("--loads", type=int, default=6)
     parser.add_argument("--polls", type=int, default=5, help="of each kind")
     return parser.parse_args(argv)
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     g.empty_database()
     g.seed(args.customers, args.groups)
     make_user()
-    server = Gunicorn(workers=args.workers, log_name="gunicorn-paint.log")
+    server = Gunicorn(workers=args.workers, threads=args.threads, log_name="gunicorn-paint.log")
     say(f"paint: {args.customers} x {args.groups}; gunicorn x {args.workers} {server.url}; "
         f"database {url}")  # fmt: skip
     try:
