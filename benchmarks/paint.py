@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -73,7 +74,11 @@ WATCH = """() => {
 POLL = """async () => {
   const n = window.__polls.length;
   htmx.trigger(document.getElementById('grid-live'), 'live-poll');
-  while (window.__polls.length === n) await new Promise(r => setTimeout(r, 10));
+  const deadline = performance.now() + 30000;
+  while (window.__polls.length === n) {
+    if (performance.now() > deadline) throw new Error('no poll answered in 30 s');
+    await new Promise(r => setTimeout(r, 10));
+  }
   return window.__polls[n];
 }"""
 
@@ -128,6 +133,7 @@ def main(argv=None) -> int:
     # Playwright's sync API runs an event loop in this thread; the few ORM writes between
     # browser steps are synchronous and safe.
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop gunicorn on the way out
     from benchmarks import grid as g
     from benchmarks._common import emit, machine, say
     from benchmarks.load import Gunicorn, make_user

@@ -321,6 +321,7 @@
     Array.prototype.slice.call(fresh.attributes).forEach(function (a) {
       if (live.getAttribute(a.name) !== a.value) live.setAttribute(a.name, a.value);
     });
+    if (oldRows.className !== newRows.className) oldRows.className = newRows.className;
     Array.prototype.slice.call(live.children).forEach(function (child) {
       if (child !== oldRows) live.removeChild(child);
     });
