@@ -219,6 +219,9 @@ BREAKER_THRESHOLD = env.int("BREAKER_THRESHOLD", default=5)
 BREAKER_PAUSE = env.int("BREAKER_PAUSE", default=15 * 60)
 BREAKER_PAUSE_MAX = env.int("BREAKER_PAUSE_MAX", default=3600)
 SYNC_INTERVAL = env.int("SYNC_INTERVAL", default=3600)
+# Rendered grid rows kept in each web process (one per customer and version): 1,000 customers
+# and a few filters fit; each row is a few kilobytes.
+GRID_ROW_CACHE_SIZE = env.int("GRID_ROW_CACHE_SIZE", default=6000)
 
 # --- Celery -------------------------------------------------------------------------------
 TASK_TIME_LIMIT = env.int("TASK_TIME_LIMIT", default=45)

@@ -876,7 +876,7 @@ class RowCache:
         return len(self.current) + len(self.previous)
 
 
-ROW_CACHE = RowCache(int(getattr(settings, "GRID_ROW_CACHE_SIZE", 6000)))
+ROW_CACHE = RowCache(settings.GRID_ROW_CACHE_SIZE)
 
 
 def forget_rendered_rows() -> None:

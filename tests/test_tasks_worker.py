@@ -315,6 +315,9 @@ def test_fifty_refreshes_with_no_usable_token_mint_once(big_simulator, settings)
     sim = big_simulator
     sim_post(sim, "reset")
     settings.SITE24X7_API_URL = settings.SITE24X7_ACCOUNTS_URL = sim.url
+    # Fifty client threads and the in-process simulator share one GIL on two cores: a call can
+    # take over a second here, and this test is about one mint, not about timeouts.
+    settings.SITE24X7_READ_TIMEOUT = 15.0
     credential = oauth_credential(sim)
     customer_sync(credential=credential)
     ids = list(Customer.objects.values_list("pk", flat=True))
@@ -326,7 +329,8 @@ def test_fifty_refreshes_with_no_usable_token_mint_once(big_simulator, settings)
         outcomes = _refresh_all_at_once(ids)
         counters = sim_get(sim, "counters")
         assert counters["mints"] <= 1, make_unusable.__name__
-        assert [o.result for o in outcomes] == ["ok"] * 50
+        failed = [(o.result, o.reason, o.error) for o in outcomes if o.result != "ok"]
+        assert failed == [], make_unusable.__name__
         assert counters["requests"]["current_status"] <= 100
 
     credential.refresh_from_db()
