@@ -197,6 +197,11 @@ SITE24X7_LEGACY_STATUS_SOURCE = env(
     "SITE24X7_LEGACY_STATUS_SOURCE", default="monitor_groups_status"
 )
 SITE24X7_OAUTH_STATUS_SOURCE = env("SITE24X7_OAUTH_STATUS_SOURCE", default="current_status")
+# How a round reads OAuth customers: per_customer (one status call each) | msp_wide (one
+# GET /api/msp/customers/monitors/status per MSP identity and round, for large MSPs; customers
+# missing from its answer, or every customer when it fails other than transiently, fall back
+# to their own call). portals.wide.
+SITE24X7_OAUTH_REFRESH_SOURCE = env("SITE24X7_OAUTH_REFRESH_SOURCE", default="per_customer")
 # How the customer is selected: param (?zaid= / ?zaaid=) | cookie (clientportal= / zaaid=).
 SITE24X7_ZAID_VIA = env("SITE24X7_ZAID_VIA", default="param")
 SITE24X7_ZAAID_VIA = env("SITE24X7_ZAAID_VIA", default="cookie")

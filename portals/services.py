@@ -20,7 +20,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -51,7 +51,7 @@ from tokens.services import (
     credential_secret,
     oauth_access_token,
 )
-from tokens.upstream import get_client, status_call_for
+from tokens.upstream import get_client, msp_wide_refresh, status_call_for
 
 from .limits import CACHE_ERRORS, BudgetExhausted, BudgetUnavailable, budget_take
 from .models import AuthGeneration, Customer, MonitorGroup, StatusChange
@@ -332,8 +332,6 @@ def customers_enqueue_due(*, now: datetime | None = None) -> int:
     most once per round. Refreshes are staggered over REFRESH_STAGGER_FRACTION of the interval
     (0: all at once) and expire at the next round, so messages that wait in a stopped queue
     never pile up."""
-    from .tasks import refresh_customer  # tasks import this module
-
     now = now or timezone.now()
     interval = settings.REFRESH_INTERVAL
     guard = now - timedelta(seconds=interval * ROUND_GUARD)
@@ -349,19 +347,55 @@ def customers_enqueue_due(*, now: datetime | None = None) -> int:
     rows = list(
         Customer.objects.filter(refresh_round=round_id)
         .order_by("pk")
-        .values_list("pk", "lease_until")
+        .values_list("pk", "lease_until", "auth_generation", "msp_credential_id")
     )
-    spread = interval * _stagger_fraction() / len(rows)
     expires = now + timedelta(seconds=interval)
-    # One producer (one broker connection) for the whole round: thousands of messages.
-    with refresh_customer.app.producer_or_acquire() as producer:
-        for index, (pk, lease_until) in enumerate(rows):
-            countdown = round(max(index * spread, _lease_left(lease_until, now)), 3)
-            refresh_customer.apply_async(
-                args=[pk], countdown=countdown, expires=expires, producer=producer
-            )
-    logger.info("refresh round %s: %d customers enqueued", round_id[:8], len(rows))
+    own, identities = _split_round(rows)
+    spread = interval * _stagger_fraction() / max(1, len(own))
+    refreshes_enqueue(
+        [(pk, max(i * spread, _lease_left(lease, now))) for i, (pk, lease) in enumerate(own)],
+        expires=expires,
+    )
+    if identities:
+        from .wide import identities_enqueue_wide
+
+        identities_enqueue_wide(sorted(identities), round_id=round_id, expires=expires)
+    logger.info(
+        "refresh round %s: %d customers enqueued (%d by MSP-wide call)",
+        round_id[:8], len(rows), len(rows) - len(own),
+    )  # fmt: skip
     return len(rows)
+
+
+def _split_round(rows) -> tuple[list[tuple[int, datetime | None]], set[int]]:
+    """(customers refreshed by their own call, MSP identities read with one MSP-wide call):
+    OAuth customers go to the second when SITE24X7_OAUTH_REFRESH_SOURCE=msp_wide."""
+    wide = msp_wide_refresh()
+    own, identities = [], set()
+    for pk, lease_until, generation, credential_id in rows:
+        if wide and generation == AuthGeneration.OAUTH and credential_id:
+            identities.add(credential_id)
+        else:
+            own.append((pk, lease_until))
+    return own, identities
+
+
+def refreshes_enqueue(
+    planned: list[tuple[int, float]], *, expires: datetime, manual: bool = False
+) -> None:
+    """Enqueue `refresh_customer(pk)` for each (pk, countdown in seconds), expiring at
+    `expires`, through one producer (one broker connection): thousands of messages a round."""
+    from .tasks import refresh_customer  # tasks import this module
+
+    if not planned:
+        return
+    kwargs = {"manual": True} if manual else {}
+    with refresh_customer.app.producer_or_acquire() as producer:
+        for pk, countdown in planned:
+            refresh_customer.apply_async(
+                args=[pk], kwargs=kwargs, countdown=round(countdown, 3), expires=expires,
+                producer=producer,
+            )  # fmt: skip
 
 
 def _lease_left(lease_until: datetime | None, now: datetime) -> float:
@@ -504,7 +538,7 @@ def _refresh_leased(
         return _budget_spent(customer, started, BudgetUnavailable(), lease)
     except (Site24x7Error, DecryptionError, SoftTimeLimitExceeded) as exc:
         duration = timedelta(seconds=time.monotonic() - clock)
-        failure = _classify(exc, call, customer)
+        failure = _classify(exc, call, customer.auth_generation)
         return _failed(customer, credential, failure, started, duration, attempt, lease)
     duration = timedelta(seconds=time.monotonic() - clock)
     stored = customer_store_groups(
@@ -532,27 +566,35 @@ def _fetch_groups(customer: Customer, credential: Credential, call: _Call) -> li
 
 
 def _fetch_oauth(client, status_call, customer: Customer, credential: Credential, call: _Call):
-    """One call with the shared access token; if Site24x7 rejects the token itself (401), one
-    more with a replacement (minted once for all workers), before the identity is blamed."""
+    def fetch(token: str) -> list[GroupStatus]:
+        return status_call.fetch(client, customer=customer, token=token)
+
+    return oauth_call(credential, call, status_call.source, customer.pk, fetch)
+
+
+def oauth_call(credential: Credential, call: _Call, endpoint: str, account, fetch: Callable):
+    """`fetch(access_token)` with the identity's shared access token, one budget unit of
+    `endpoint` spent first; if Site24x7 rejects the token itself (401), once more with a
+    replacement (minted once for all workers), before the identity is blamed."""
     token = oauth_access_token(credential=credential)
     call.secrets.append(token)
     try:
-        _spend(credential, status_call.source, customer.pk)
-        return status_call.fetch(client, customer=customer, token=token)
+        _spend(credential, endpoint, account)
+        return fetch(token)
     except AuthError as exc:
         if exc.http_status == 403:
             raise
     token = oauth_access_token(credential=credential, rejected=token)
     call.secrets.append(token)
-    _spend(credential, status_call.source, customer.pk)
-    return status_call.fetch(client, customer=customer, token=token)
+    _spend(credential, endpoint, account)
+    return fetch(token)
 
 
 def _spend(credential: Credential, endpoint: str, account: str | int) -> None:
     budget_take(credential_id=credential.pk, endpoint=endpoint, account=account)
 
 
-def _classify(exc: BaseException, call: _Call, customer: Customer) -> _Failure:
+def _classify(exc: BaseException, call: _Call, generation: str) -> _Failure:
     if isinstance(exc, SoftTimeLimitExceeded):
         return _Failure("timeout", "the refresh ran out of time (soft time limit)", transient=True)
     if isinstance(exc, DecryptionError):
@@ -563,7 +605,7 @@ def _classify(exc: BaseException, call: _Call, customer: Customer) -> _Failure:
     if isinstance(exc, TransientError):
         return _Failure(_transient_kind(exc, message), message, transient=True)
     if isinstance(exc, AuthError):
-        if customer.auth_generation == AuthGeneration.OAUTH and exc.http_status == 403:
+        if generation == AuthGeneration.OAUTH and exc.http_status == 403:
             # The identity works, but not for this customer: its own problem, not the
             # identity's; the breaker pauses it if it persists.
             return _Failure("forbidden", message)
@@ -799,5 +841,7 @@ __all__ = [
     "customers_enqueue_due",
     "customers_sync_all",
     "lease_timeout",
+    "oauth_call",
+    "refreshes_enqueue",
     "with_credential_state",
 ]

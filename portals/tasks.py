@@ -10,6 +10,7 @@ from celery import shared_task
 from django.conf import settings
 
 from .services import customer_refresh, customers_enqueue_due, customers_sync_all
+from .wide import WIDE_TIME_FACTOR, customers_refresh_wide
 
 
 @shared_task(name="portals.tasks.refresh_due", ignore_result=True)
@@ -27,6 +28,23 @@ def refresh_due() -> int:
 def refresh_customer(self, customer_id: int, manual: bool = False) -> str:
     outcome = customer_refresh(
         customer_id=int(customer_id), attempt=self.request.retries, manual=manual
+    )
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in, max_retries=settings.REFRESH_MAX_RETRIES)
+    return outcome.result
+
+
+@shared_task(
+    bind=True,
+    name="portals.tasks.refresh_wide",
+    ignore_result=True,
+    soft_time_limit=settings.TASK_SOFT_TIME_LIMIT * WIDE_TIME_FACTOR,
+    time_limit=settings.TASK_TIME_LIMIT * WIDE_TIME_FACTOR,
+)
+def refresh_wide(self, credential_id: int, round_id: str) -> str:
+    """Every OAuth customer of one MSP identity with one MSP-wide call (portals.wide)."""
+    outcome = customers_refresh_wide(
+        credential_id=int(credential_id), round_id=str(round_id), attempt=self.request.retries
     )
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in, max_retries=settings.REFRESH_MAX_RETRIES)

@@ -228,3 +228,19 @@ def isolate_file_cache(settings, folder) -> None:
             "LOCATION": str(folder / "cache"),
         }
     }
+
+
+@contextlib.contextmanager
+def thread_worker(app, concurrency: int = 8):
+    """A real Celery worker in this process (thread pool) on `app`'s broker, while inside."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=concurrency,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=15,
+    ):
+        yield

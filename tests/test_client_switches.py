@@ -291,11 +291,14 @@ def test_system_check_names_every_bad_switch(settings):
     assert not [m for m in run_checks() if m.id in ("tokens.E010", "tokens.W010")]
     settings.SITE24X7_OAUTH_STATUS_SOURCE = "current-status"
     settings.SITE24X7_ZAAID_VIA = "query"
+    settings.SITE24X7_OAUTH_REFRESH_SOURCE = "wide"
     settings.SITE24X7_ACCEPT_VERSION = "two"
     settings.SITE24X7_CALL_BUDGETS = {"current_status": "many", "curent_status": "3"}
     messages = {m.msg for m in run_checks() if m.id == "tokens.E010"}
     assert any("SITE24X7_OAUTH_STATUS_SOURCE" in m for m in messages)
     assert any("SITE24X7_ZAAID_VIA" in m for m in messages)
+    assert any("SITE24X7_OAUTH_REFRESH_SOURCE must be one of per_customer, msp_wide" in m
+               for m in messages)  # fmt: skip
     assert any("SITE24X7_ACCEPT_VERSION" in m for m in messages)
     assert any("SITE24X7_CALL_BUDGETS" in m for m in messages)
     settings.SITE24X7_CALL_BUDGETS = {"curent_status": "3"}

@@ -2,13 +2,11 @@
 (Redis when REDIS_URL is set, else the filesystem transport under a temporary folder), the real
 database and the simulator over HTTP with its fault injection."""
 
-import contextlib
 import os
 import threading
 import time
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.db import connections
 from django.utils import timezone
 
@@ -29,6 +27,7 @@ from .refresh_support import (
     purge,
     sim_get,
     sim_post,
+    thread_worker,
     upstream_of,
     use_test_broker,
     wait_for,
@@ -61,19 +60,7 @@ def worker(broker):
     from an earlier test runs."""
     purge(broker)
 
-    @contextlib.contextmanager
-    def run(concurrency: int = 8):
-        with start_worker(
-            broker,
-            pool="threads",
-            concurrency=concurrency,
-            perform_ping_check=False,
-            loglevel="WARNING",
-            shutdown_timeout=15,
-        ):
-            yield
-
-    return run
+    return lambda concurrency=8: thread_worker(broker, concurrency)
 
 
 @pytest.fixture

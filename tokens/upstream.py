@@ -32,6 +32,7 @@ ENDPOINT_KEYS = (
     "current_status",
     "msp_monitors_status",
 )
+REFRESH_SOURCES = ("per_customer", "msp_wide")
 _VERSION = re.compile(r"\d{1,3}(\.\d{1,3}){0,2}")
 
 
@@ -94,6 +95,12 @@ def status_call_for(customer_auth_generation: str) -> StatusCall:
     return StatusCall(settings.SITE24X7_OAUTH_STATUS_SOURCE, settings.SITE24X7_ZAAID_VIA)
 
 
+def msp_wide_refresh() -> bool:
+    """True when a round reads OAuth customers with one MSP-wide call per identity
+    (SITE24X7_OAUTH_REFRESH_SOURCE=msp_wide, portals.wide)."""
+    return settings.SITE24X7_OAUTH_REFRESH_SOURCE == "msp_wide"
+
+
 def call_budget_for(endpoint: str) -> int:
     """Calls allowed per window for this endpoint: SITE24X7_CALL_BUDGETS[endpoint], else
     SITE24X7_CALL_BUDGET."""
@@ -118,6 +125,7 @@ def switch_values() -> dict[str, object]:
     return {
         "SITE24X7_LEGACY_STATUS_SOURCE": settings.SITE24X7_LEGACY_STATUS_SOURCE,
         "SITE24X7_OAUTH_STATUS_SOURCE": settings.SITE24X7_OAUTH_STATUS_SOURCE,
+        "SITE24X7_OAUTH_REFRESH_SOURCE": settings.SITE24X7_OAUTH_REFRESH_SOURCE,
         "SITE24X7_ZAID_VIA": settings.SITE24X7_ZAID_VIA,
         "SITE24X7_ZAAID_VIA": settings.SITE24X7_ZAAID_VIA,
         "SITE24X7_ACCEPT_VERSION": settings.SITE24X7_ACCEPT_VERSION,
@@ -131,6 +139,7 @@ def switch_errors() -> list[str]:
     choices = {
         "SITE24X7_LEGACY_STATUS_SOURCE": STATUS_SOURCES,
         "SITE24X7_OAUTH_STATUS_SOURCE": STATUS_SOURCES,
+        "SITE24X7_OAUTH_REFRESH_SOURCE": REFRESH_SOURCES,
         "SITE24X7_ZAID_VIA": SELECTOR_VIAS,
         "SITE24X7_ZAAID_VIA": SELECTOR_VIAS,
     }
