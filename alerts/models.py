@@ -85,7 +85,13 @@ class AlertState(models.Model):
     group_id = models.CharField(max_length=40, blank=True)
     group_name = models.CharField(max_length=200, blank=True)
     status = models.SmallIntegerField(help_text="The status the last refresh observed.")
-    streak = models.PositiveIntegerField(default=1, help_text="Refreshes in a row with it.")
+    streak = models.PositiveIntegerField(
+        default=1, help_text="Refreshes in a row with it, counted up to the longest hold in use."
+    )
+    observed_at = models.DateTimeField(
+        default=timezone.now,
+        help_text="When this memory last changed (a steady subject is not rewritten).",
+    )
     confirmed = models.JSONField(
         default=dict, help_text='{"<hold>": status}: what channels with that hold last heard.'
     )
@@ -93,7 +99,6 @@ class AlertState(models.Model):
     flapping = models.BooleanField(default=False)
     failing_since = models.DateTimeField(null=True, blank=True)
     last_success_at = models.DateTimeField(null=True, blank=True)
-    observed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [

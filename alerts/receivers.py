@@ -7,13 +7,15 @@ import logging
 logger = logging.getLogger("alerts")
 
 
-def on_customer_refreshed(sender, customer_id: int, ok: bool, **kwargs) -> None:
-    """After every refresh (portals.signals.customer_refreshed): run the alert engine. An error
-    here is logged and never reaches the refresh."""
+def on_customer_refreshed(
+    sender, customer_id: int, ok: bool, customer=None, groups=None, **kwargs
+) -> None:
+    """After every refresh (portals.signals.customer_refreshed): run the alert engine on the
+    row and groups just written. An error here is logged and never reaches the refresh."""
     from .services import customer_observe
 
     try:
-        customer_observe(customer_id=customer_id, ok=ok)
+        customer_observe(customer_id=customer_id, ok=ok, customer=customer, groups=groups)
     except Exception:
         logger.exception("alerts: evaluating the refresh of customer %s failed", customer_id)
 

@@ -43,6 +43,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from msp_dashboard.db import rows_update
 from msp_dashboard.site24x7 import Status
 from portals.models import Customer, CustomerGroup, MonitorGroup
 from portals.queries import clock, is_problem
@@ -286,12 +287,16 @@ class Observed:
     status: int
 
 
-def customer_observe(*, customer_id: int, ok: bool, now: datetime | None = None) -> list:
+def customer_observe(
+    *, customer_id: int, ok: bool, now: datetime | None = None, customer=None, groups=None
+) -> list:
     """Evaluate one refresh of a customer: update the engine's state, create the events and
     deliveries it calls for, and check its data centre for Site24x7-side trouble. Returns the
-    events created."""
+    events created. `customer` (the row as the refresh wrote it) and `groups` (the groups it
+    stored, GroupStatus) spare reading them again; without them both are read."""
     now = now or timezone.now()
-    customer = Customer.objects.filter(pk=customer_id).first()
+    if customer is None or customer.pk != customer_id:
+        customer, groups = Customer.objects.filter(pk=customer_id).first(), None
     if customer is None or not customer.is_active:
         return []
     channels = channels_enabled()
@@ -302,7 +307,9 @@ def customer_observe(*, customer_id: int, ok: bool, now: datetime | None = None)
             s.group_id: s
             for s in AlertState.objects.select_for_update().filter(customer_id=customer.pk)
         }
-        transitions, flaps, changed_flags = _observe_all(customer, states, ok, holds, now)
+        transitions, flaps, changed_flags = _observe_all(
+            customer, states, _observations(customer, groups, now), ok, holds, now
+        )
         incident = _upstream_check(customer.data_centre, now, failed=not ok)
         events += incident
         if transitions or flaps:
@@ -312,21 +319,23 @@ def customer_observe(*, customer_id: int, ok: bool, now: datetime | None = None)
     return events
 
 
-def _observations(customer: Customer, now: datetime) -> list[Observed]:
+def _observations(customer: Customer, groups, now: datetime) -> list[Observed]:
     status = customer_display_status(customer, now)
     observed = [Observed("", "", int(status))]
     if customer_freshness(customer, now).stale:
         return observed  # the groups' last known statuses say nothing new
-    groups = MonitorGroup.objects.filter(customer=customer, top_group=True)
-    observed += [Observed(g.group_id, g.name, g.status) for g in groups]
+    if groups is None:
+        groups = MonitorGroup.objects.filter(customer=customer, top_group=True)
+    observed += [
+        Observed(g.group_id[:40], g.name[:200], int(g.status)) for g in groups if g.top_group
+    ]
     return observed
 
 
-def _observe_all(customer, states, ok, holds, now):
+def _observe_all(customer, states, observations, ok, holds, now):
     transitions: list[Transition] = []
     flaps: list[tuple[AlertState, bool]] = []
     new, changed, flags = [], [], False
-    observations = _observations(customer, now)
     for item in observations:
         state = states.pop(item.group_id, None)
         if state is None:
@@ -342,34 +351,43 @@ def _observe_all(customer, states, ok, holds, now):
             )
             new.append(state)
         else:
+            before = _memory(state)
             state.group_name = item.group_name[:200] or state.group_name
             was_flapping = state.flapping
             transitions += _observe(state, item.status, holds, now)
             if state.flapping != was_flapping:
                 flaps.append((state, state.flapping))
                 flags = True
-            changed.append(state)
         if not item.group_id:
             _track_data(state, customer, ok, now)
+        if state.pk and _memory(state) != before:
+            state.observed_at = now
+            changed.append(state)
     groups_seen = len(observations) > 1 or not customer_freshness(customer, now).stale
     # Groups gone upstream lose their state; a stale customer's groups were not looked at.
     vanished = [s.pk for gid, s in states.items() if gid and s.pk] if groups_seen else []
     if vanished:
         AlertState.objects.filter(pk__in=vanished).delete()
     AlertState.objects.bulk_create(new, ignore_conflicts=True)  # a racing first look: one wins
-    fields = [
-        "group_name",
-        "status",
-        "streak",
-        "confirmed",
-        "changes",
-        "flapping",
-        "failing_since",
-        "last_success_at",
-        "observed_at",
-    ]
-    AlertState.objects.bulk_update(changed, fields)
+    rows_update(changed, [*STATE_FIELDS, "observed_at"])
     return transitions, flaps, flags
+
+
+STATE_FIELDS = ["group_name", "status", "streak", "confirmed", "changes", "flapping",
+                "failing_since", "last_success_at"]  # fmt: skip
+
+
+def _memory(state: AlertState) -> tuple:
+    """What the engine remembers of a subject: a state whose memory did not change is not
+    written (most refreshes of a steady customer write one row, or none)."""
+    return tuple(
+        dict(value)
+        if isinstance(value, dict)
+        else list(value)
+        if isinstance(value, list)
+        else value
+        for value in (getattr(state, name) for name in STATE_FIELDS)
+    )
 
 
 def _recent(changes: list[str], now: datetime) -> list[str]:
@@ -382,10 +400,9 @@ def _observe(state: AlertState, status: int, holds: list[int], now: datetime) ->
     if status != state.status:
         state.changes = _recent([*state.changes, now.isoformat()], now)
         state.status, state.streak = status, 1
-    else:
-        state.streak += 1
+    else:  # counted up to the longest hold: beyond it, nothing it decides changes
+        state.streak = min(state.streak + 1, max(holds, default=1))
         state.changes = _recent(state.changes, now)
-    state.observed_at = now
     state.flapping = len(state.changes) >= settings.ALERT_FLAP_CHANGES
     out = []
     for hold in holds:

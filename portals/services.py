@@ -31,6 +31,7 @@ from django.db.models import Case, CharField, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from msp_dashboard.db import rows_update
 from msp_dashboard.site24x7 import (
     AuthError,
     GroupStatus,
@@ -676,7 +677,7 @@ def _record_failure(
             row.throttled_until = now + timedelta(seconds=failure.throttle_for)
         tripped = failure.counts and _count_failure(row, now)
         row.save(update_fields=OUTCOME_FIELDS + _lease_drop(row, lease))
-        refreshed_on_commit(customer_id, ok=False)  # alerts listen (portals.signals)
+        refreshed_on_commit(customer_id, ok=False, customer=row)  # alerts listen
     return True, tripped
 
 
@@ -756,7 +757,8 @@ def customer_store_groups(
             row.worst_status, row.worst_status_since = worst, now
         StatusChange.objects.bulk_create(changes, batch_size=500)
         _mark_fresh(row, started, now, duration, lease)
-        refreshed_on_commit(customer_id, ok=True)  # alerts listen (portals.signals)
+        # alerts listen (portals.signals)
+        refreshed_on_commit(customer_id, ok=True, customer=row, groups=groups)
     return True
 
 
@@ -801,7 +803,7 @@ def _upsert_groups(row: Customer, groups: list[GroupStatus], now: datetime) -> l
     if vanished:
         MonitorGroup.objects.filter(pk__in=vanished).delete()
     MonitorGroup.objects.bulk_create(new, batch_size=500)
-    MonitorGroup.objects.bulk_update(changed, GROUP_FIELDS, batch_size=500)
+    rows_update(changed, GROUP_FIELDS)
     return changes
 
 

@@ -1,10 +1,12 @@
 """Signals other apps listen to, so that portals never imports them (dependencies point one
 way: site24x7 <- tokens <- portals <- alerts).
 
-- `customer_refreshed(customer_id, ok)`: a refresh wrote its outcome (ok: fresh data stored;
-  not ok: a failed attempt recorded, previous data kept). Sent after the transaction commits,
-  never for a result that fencing ignored. A receiver's error is logged, never raised into the
-  refresh (send_robust).
+- `customer_refreshed(customer_id, ok, customer, groups)`: a refresh wrote its outcome (ok:
+  fresh data stored; not ok: a failed attempt recorded, previous data kept). Sent after the
+  transaction commits, never for a result that fencing ignored. `customer` is the row as
+  written and `groups` the stored groups (ok only; else None), so receivers need not read them
+  again (each refresh pays for every query). A receiver's error is logged, never raised into
+  the refresh (send_robust).
 - `grid_loading(request, filters, now)`: the grid is about to be built for a user; a
   receiver may return a callable `(customer, groups, freshness) -> portals.queries.Annotation
   | None` that adds badges, CSS classes and "quiet" (sorted below other problems) to rows.
@@ -29,9 +31,9 @@ grid_loaded = Signal()
 customer_page_loaded = Signal()
 
 
-def _send_refreshed(customer_id: int, ok: bool) -> None:
+def _send_refreshed(customer_id: int, ok: bool, customer=None, groups=None) -> None:
     for receiver, result in customer_refreshed.send_robust(
-        sender="portals", customer_id=customer_id, ok=ok
+        sender="portals", customer_id=customer_id, ok=ok, customer=customer, groups=groups
     ):
         if isinstance(result, Exception):
             logger.error(
@@ -42,9 +44,9 @@ def _send_refreshed(customer_id: int, ok: bool) -> None:
             )
 
 
-def refreshed_on_commit(customer_id: int, *, ok: bool) -> None:
+def refreshed_on_commit(customer_id: int, *, ok: bool, customer=None, groups=None) -> None:
     """Send `customer_refreshed` once the current transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: _send_refreshed(customer_id, ok))
+    transaction.on_commit(lambda: _send_refreshed(customer_id, ok, customer, groups))
 
 
 def grid_annotator(*, request, filters, now):

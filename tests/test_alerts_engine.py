@@ -278,3 +278,29 @@ def test_a_failed_refresh_keeps_the_groups_baseline(
     states = {s.group_id: s for s in AlertState.objects.filter(customer=acme)}
     assert states[""].status == Status.UNKNOWN and states[""].failing_since == clock.now
     assert {s.status for gid, s in states.items() if gid} == {UP}  # kept, not observed
+
+
+def test_a_steady_customer_rewrites_only_its_own_data_time(
+    acme, eager, django_capture_on_commit_callbacks
+):
+    """PERF: once a steady status is confirmed, a refresh writes the customer-level row (its
+    last fetch time) and no group's state; a change writes that group's state again."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    groups = [(f"G{i}", UP) for i in range(6)]
+    for _ in range(3):
+        store(clock, acme, groups, capture=capture)
+
+    def state_updates(statuses) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            store(clock, acme, statuses, capture=capture)
+        return [q["sql"] for q in queries if q["sql"].startswith('UPDATE "alerts_alertstate"')]
+
+    steady = state_updates(groups)
+    assert len(steady) == 1 and "CASE" not in steady[0]  # the customer-level row, plainly
+    assert AlertState.objects.get(customer=acme, group_id="G0").streak == 2  # capped at the hold
+    changed = state_updates([("G0", DOWN), *groups[1:]])
+    assert len(changed) == 1 and "CASE" in changed[0]  # the customer row and G0, in one query
+    assert AlertState.objects.get(customer=acme, group_id="G0").status == DOWN
