@@ -30,6 +30,7 @@ back-off on transient failures, each attempt logged (DeliveryAttempt)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import random
 import uuid
@@ -43,7 +44,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from msp_dashboard.db import rows_update
+from msp_dashboard.db import rows_write
 from msp_dashboard.site24x7 import Status
 from portals.models import Customer, CustomerGroup, MonitorGroup
 from portals.queries import clock, is_problem
@@ -360,16 +361,18 @@ def _observe_all(customer, states, observations, ok, holds, now):
                 flags = True
         if not item.group_id:
             _track_data(state, customer, ok, now)
-        if state.pk and _memory(state) != before:
-            state.observed_at = now
-            changed.append(state)
+        if state.pk:
+            diff = _memory_diff(before, state)
+            if diff:
+                diff["observed_at"] = state.observed_at = now
+                changed.append((state, diff))
     groups_seen = len(observations) > 1 or not customer_freshness(customer, now).stale
     # Groups gone upstream lose their state; a stale customer's groups were not looked at.
     vanished = [s.pk for gid, s in states.items() if gid and s.pk] if groups_seen else []
     if vanished:
         AlertState.objects.filter(pk__in=vanished).delete()
     AlertState.objects.bulk_create(new, ignore_conflicts=True)  # a racing first look: one wins
-    rows_update(changed, [*STATE_FIELDS, "observed_at"])
+    rows_write(changed)
     return transitions, flaps, flags
 
 
@@ -377,17 +380,18 @@ STATE_FIELDS = ["group_name", "status", "streak", "confirmed", "changes", "flapp
                 "failing_since", "last_success_at"]  # fmt: skip
 
 
-def _memory(state: AlertState) -> tuple:
-    """What the engine remembers of a subject: a state whose memory did not change is not
-    written (most refreshes of a steady customer write one row, or none)."""
-    return tuple(
-        dict(value)
-        if isinstance(value, dict)
-        else list(value)
-        if isinstance(value, list)
-        else value
-        for value in (getattr(state, name) for name in STATE_FIELDS)
-    )
+def _memory(state: AlertState) -> dict:
+    """What the engine remembers of a subject (copies): only what changed is written, so a
+    steady customer's refresh writes one row (its data time), or none."""
+    return {name: copy.copy(getattr(state, name)) for name in STATE_FIELDS}
+
+
+def _memory_diff(before: dict, state: AlertState) -> dict:
+    return {
+        name: getattr(state, name)
+        for name, value in before.items()
+        if getattr(state, name) != value
+    }
 
 
 def _recent(changes: list[str], now: datetime) -> list[str]:

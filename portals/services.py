@@ -31,7 +31,7 @@ from django.db.models import Case, CharField, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from msp_dashboard.db import rows_update
+from msp_dashboard.db import changed_fields, rows_write
 from msp_dashboard.site24x7 import (
     AuthError,
     GroupStatus,
@@ -297,10 +297,7 @@ def _apply(customer: Customer, values: dict) -> str:
 
 def _assign(obj, values: dict) -> bool:
     """Set the attributes that differ; True if any did."""
-    diff = {name: value for name, value in values.items() if getattr(obj, name) != value}
-    for name, value in diff.items():
-        setattr(obj, name, value)
-    return bool(diff)
+    return bool(changed_fields(obj, values))
 
 
 # --- the fan-out (beat, every interval) --------------------------------------------------------
@@ -769,10 +766,6 @@ def _worst(groups: list[GroupStatus]) -> Status:
     return worst_status(top or [g.status for g in groups])
 
 
-GROUP_FIELDS = ["name", "status", "monitors", "error_monitors", "top_group", "status_since",
-                "updated_at"]  # fmt: skip
-
-
 def _upsert_groups(row: Customer, groups: list[GroupStatus], now: datetime) -> list[StatusChange]:
     existing = {g.group_id: g for g in MonitorGroup.objects.filter(customer=row)}
     new, changed, changes = [], [], []
@@ -792,18 +785,19 @@ def _upsert_groups(row: Customer, groups: list[GroupStatus], now: datetime) -> l
             changes.append(_group_change(row, group, None, now))
             continue
         old_status = group.status
-        if not _assign(group, values):
+        diff = changed_fields(group, values)
+        if not diff:
             continue
-        group.updated_at = now
+        diff["updated_at"] = group.updated_at = now
         if group.status != old_status:
-            group.status_since = now
+            diff["status_since"] = group.status_since = now
             changes.append(_group_change(row, group, old_status, now))
-        changed.append(group)
+        changed.append((group, diff))
     vanished = [g.pk for gid, g in existing.items() if gid not in {f.group_id for f in groups}]
     if vanished:
         MonitorGroup.objects.filter(pk__in=vanished).delete()
     MonitorGroup.objects.bulk_create(new, batch_size=500)
-    rows_update(changed, GROUP_FIELDS)
+    rows_write(changed)
     return changes
 
 

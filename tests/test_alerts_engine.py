@@ -301,6 +301,12 @@ def test_a_steady_customer_rewrites_only_its_own_data_time(
     steady = state_updates(groups)
     assert len(steady) == 1 and "CASE" not in steady[0]  # the customer-level row, plainly
     assert AlertState.objects.get(customer=acme, group_id="G0").streak == 2  # capped at the hold
-    changed = state_updates([("G0", DOWN), *groups[1:]])
-    assert len(changed) == 1 and "CASE" in changed[0]  # the customer row and G0, in one query
+    groups[0] = ("G0", DOWN)
+    changed = state_updates(groups)
+    assert len(changed) == 2 and not any("CASE" in sql for sql in changed)  # customer row, G0
     assert AlertState.objects.get(customer=acme, group_id="G0").status == DOWN
+    for i in range(1, 6):  # scattered changes: one bulk UPDATE of the changed fields only
+        groups[i] = (f"G{i}", [TROUBLE, DOWN, TROUBLE, DOWN, TROUBLE][i - 1])
+    scattered = state_updates(groups)
+    assert len(scattered) == 1 and "CASE" in scattered[0] and '"group_name"' not in scattered[0]
+    assert AlertState.objects.get(customer=acme, group_id="G5").status == TROUBLE
