@@ -104,7 +104,7 @@ def one_round(number: int, sim, worker, args) -> dict:
     sim.post("counters/reset")
     ideal = n * latency / 1000 / conc
     timeout = args.timeout or max(120.0, 10 * ideal)
-    profile = args.profile if number == 1 else ""
+    profile = args.profile if number == args.rounds else ""  # the last, steady round
     with c.profiled(worker.pids(), profile), c.CpuMeter(worker.pids(), sim.pid) as cpu:
         result = c.run_round(n, timeout)
     upstream = c.upstream_figures(sim)
