@@ -163,7 +163,7 @@ def grid_annotator(request, filters, now: datetime):
     acknowledgement, flapping, "new since you looked" and availability badges, and whether its
     problem is taken care of (quiet: sorted below the problems nobody took yet)."""
     overlay = overlay_load()
-    previous = user_seen(user=request.user, touch=_is_page_load(request), now=now)
+    previous = user_seen(user=request.user, page_load=_is_page_load(request), now=now)
     key = _period_key(filters)
     avail = grid_availability(request.user, key, now)
 
@@ -210,6 +210,7 @@ def grid_extras(request, grid) -> None:
         "periods": availability.PERIOD_LABELS,
         "ack_url": _pattern("alerts:acknowledge"),
         "mute_url": _pattern("alerts:mute"),
+        "seen_touch_url": reverse("alerts:seen-touch"),
     }
 
 

@@ -1019,39 +1019,61 @@ def _finish(delivery: Delivery, state: str, *, reason: str = "", next_at=None) -
 SEEN_TOUCH_EVERY = 60
 
 
-def _seen_key(user_id: int) -> str:
-    return f"alerts:seen:{user_id}"
+def _seen_key(user) -> str:
+    """Per user, and per user row: a user id used again (a restored or recreated database
+    beside a Redis that kept its keys) never reads another user's visit."""
+    joined = int(user.date_joined.timestamp()) if getattr(user, "date_joined", None) else 0
+    return f"alerts:seen:{user.pk}:{joined}"
 
 
-def user_seen(*, user, touch: bool, now: datetime | None = None) -> datetime | None:
+def user_seen(*, user, page_load: bool, now: datetime | None = None) -> datetime | None:
     """The end of the user's previous visit (None before the first), for "since you last
-    looked". `touch`: a full grid page load (not a poll): it extends the current visit, and
-    a load more than SEEN_VISIT_GAP after the last one starts a new visit."""
+    looked". Read only (SEC-03: a GET changes nothing): for a full grid page load, the value
+    its visit keeps once the page records it (`user_seen_touch`, the page's POST)."""
     if not getattr(user, "is_authenticated", False):
         return None
     now = now or timezone.now()
-    key = _seen_key(user.pk)
+    seen = _seen_row(user)
+    if not page_load:
+        return seen[1] if seen else None
+    return _visit_start(seen, now) if seen else now  # the first look: nothing stands out
+
+
+def user_seen_touch(*, user, now: datetime | None = None) -> None:
+    """Record a full grid page load (the page POSTs it once shown): it extends the current
+    visit, and a load more than SEEN_VISIT_GAP after the last one starts a new visit. Writes
+    at most once a minute per user."""
+    now = now or timezone.now()
+    seen = _seen_row(user)
+    seen_at, previous_at = seen or (None, None)
+    new_previous = _visit_start(seen, now) if seen else now  # the first look: from now
+    if seen and new_previous == previous_at and (now - seen_at).total_seconds() < SEEN_TOUCH_EVERY:
+        return
+    updated = UserSeen.objects.filter(user_id=user.pk).update(seen_at=now, previous_at=new_previous)
+    if not updated:  # the first look, or a cached row that is gone: one INSERT, no savepoint
+        UserSeen.objects.bulk_create(
+            [UserSeen(user_id=user.pk, seen_at=now, previous_at=new_previous)],
+            ignore_conflicts=True,
+        )
+    cache_set(_seen_key(user), (now, new_previous), 3600)
+
+
+def _seen_row(user) -> tuple:
+    """(seen_at, previous_at) of the user's UserSeen row, () without one (cached)."""
+    key = _seen_key(user)
     cached = cache_get(key)
     if cached is None:
         row = UserSeen.objects.filter(user_id=user.pk).values_list("seen_at", "previous_at")
         cached = row.first() or ()
         cache_set(key, cached, 3600)
-    if not touch:
-        return cached[1] if cached else None
-    if not cached:  # the first look: nothing stands out yet (one INSERT, no savepoint)
-        UserSeen.objects.bulk_create(
-            [UserSeen(user_id=user.pk, seen_at=now, previous_at=now)], ignore_conflicts=True
-        )
-        cache_set(key, (now, now), 3600)
-        return now
-    seen_at, previous_at = cached
-    new_previous = (
-        seen_at if now - seen_at > timedelta(seconds=settings.SEEN_VISIT_GAP) else previous_at
-    )
-    if new_previous != previous_at or (now - seen_at).total_seconds() >= SEEN_TOUCH_EVERY:
-        UserSeen.objects.filter(user_id=user.pk).update(seen_at=now, previous_at=new_previous)
-        cache_set(key, (now, new_previous), 3600)
-    return new_previous
+    return cached
+
+
+def _visit_start(seen: tuple, now: datetime) -> datetime:
+    """The previous visit's end as of a page load at `now`: the last load, if it was more
+    than SEEN_VISIT_GAP ago (a new visit); else what the current visit started from."""
+    seen_at, previous_at = seen
+    return seen_at if now - seen_at > timedelta(seconds=settings.SEEN_VISIT_GAP) else previous_at
 
 
 def user_mark_seen(*, user, now: datetime | None = None) -> None:
@@ -1060,7 +1082,7 @@ def user_mark_seen(*, user, now: datetime | None = None) -> None:
     UserSeen.objects.update_or_create(
         user_id=user.pk, defaults={"seen_at": now, "previous_at": now}
     )
-    cache_set(_seen_key(user.pk), (now, now), 3600)
+    cache_set(_seen_key(user), (now, now), 3600)
 
 
 # --- the sweep (beat, every minute) --------------------------------------------------------------

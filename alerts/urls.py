@@ -15,6 +15,7 @@ urlpatterns = [
     path("customers/<int:pk>/alerts/", views.customer_alerts, name="customer-panel"),
     path("alerts/silences/<int:pk>/end/", views.silence_end, name="silence-end"),
     path("alerts/seen/", views.mark_seen, name="mark-seen"),
+    path("alerts/seen/touch/", views.seen_touch, name="seen-touch"),
     path("grid.csv", views.grid_csv, name="grid-csv"),
     path("availability/", views.availability_page, name="availability"),
     path("availability.csv", views.availability_csv, name="availability-csv"),

@@ -293,6 +293,16 @@ def _customer_url(customer) -> str:
 
 @require_POST
 @login_required
+def seen_touch(request):
+    """The grid page, once shown, records the visit for "since you last looked" (the GET
+    that served it changed nothing: SEC-03)."""
+    require_dashboard(request)
+    services.user_seen_touch(user=request.user)
+    return HttpResponse(status=204)
+
+
+@require_POST
+@login_required
 def mark_seen(request):
     """ "Mark all as seen": nothing that changed before now stands out any more."""
     require_dashboard(request)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from datetime import timedelta
 
 import pytest
@@ -14,7 +15,7 @@ import time_machine
 from django.conf import settings
 from django.utils import timezone
 
-from alerts.models import UpstreamIncident
+from alerts.models import UpstreamIncident, UserSeen
 from msp_dashboard.site24x7 import GroupStatus, Status
 from tests.conftest import CHROMIUM, need
 from tests.grid_support import make_customer
@@ -123,6 +124,15 @@ def noc(django_user_model):
     return django_user_model.objects.create_superuser("noc", password=PASSWORD)
 
 
+def _wait(page, predicate, what: str, timeout: float = 10.0) -> None:
+    """Poll `predicate` while the page's routed requests go on (page.route runs here: a plain
+    sleep would hold them)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.wait_for_timeout(50)
+
+
 def login(page, live_server) -> None:
     page.goto(f"{live_server.url}/login/?next=/")
     page.fill("#id_username", "noc")
@@ -148,6 +158,8 @@ def test_the_grid_with_acknowledgements_mutes_and_the_incident_banner(
     page = context.new_page()
     complaints = strict_csp(page)
     login(page, live_server)  # the first look: nothing is "new" yet
+    # The page records the visit with a POST once shown (the GET changed nothing).
+    _wait(page, lambda: UserSeen.objects.filter(user=noc).exists(), "the visit recorded")
 
     # Apex is acknowledged from its row's menu, in the dialog.
     row = page.locator(f"#c-{world['acked'].pk}")

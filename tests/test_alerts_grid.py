@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from alerts.models import AlertState, Delivery, DeliveryState, EventKind, UpstreamIncident
+from alerts.models import AlertState, Delivery, DeliveryState, EventKind, UpstreamIncident, UserSeen
 from alerts.services import silence_acknowledge, silence_mute
 from msp_dashboard.site24x7 import Status
 from tests.alerts_support import Clock, channel, store
@@ -129,9 +129,19 @@ def test_customers_that_changed_since_the_last_look_stand_out(
     clock, capture = Clock(), django_capture_on_commit_callbacks
     store(clock, acme, [("ERP", UP)], capture=capture)
     client.force_login(admin_user)
+
+    def look() -> str:
+        """A full page load, recorded as the page's script does (a POST: the GET changes
+        nothing, SEC-03)."""
+        page = client.get("/").content.decode()
+        assert client.post("/alerts/seen/touch/").status_code == 204
+        return page
+
     with clock.at():
-        page = client.get("/").content.decode()  # the first look: nothing stands out
+        assert not UserSeen.objects.exists()
+        page = look()  # the first look: nothing stands out
     assert "is-new" not in page
+    assert UserSeen.objects.count() == 1
     store(clock, acme, [("ERP", DOWN)], capture=capture)  # while the page is open
     with clock.at():
         rows = client.get("/grid/rows/", **HX).content.decode()
@@ -139,14 +149,15 @@ def test_customers_that_changed_since_the_last_look_stand_out(
         assert "new" not in badges(client, "Calm")
     assert "is-new" in rows
     with clock.at():  # another page load in the same visit: still there
-        assert "is-new" in client.get("/").content.decode()
+        assert "is-new" in look()
         client.post("/alerts/seen/")  # "mark all as seen"
-        assert "is-new" not in client.get("/").content.decode()
+        assert "is-new" not in look()
     store(clock, acme, [("ERP", UP)], capture=capture)
     clock.tick(3600)  # away for an hour: a new visit
     with clock.at():
         assert badges(client, "Acme", "/grid.json")["new"] == "Recovered"
-        assert "Recovered" in client.get("/").content.decode()
+        assert "Recovered" in look()
+        assert "Recovered" in client.get("/grid/rows/", **HX).content.decode()  # the new visit
 
 
 def test_flapping_is_flagged_on_the_grid(admin_client, django_capture_on_commit_callbacks):

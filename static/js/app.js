@@ -472,6 +472,17 @@
     }
   });
 
+  // "Since you last looked": the page records this load with a POST once shown (the GET that
+  // served it changed nothing). A failed POST only means the visit is not extended.
+  function recordVisit() {
+    var el = $("[data-seen-touch]");
+    var url = el && el.getAttribute("data-seen-touch");
+    if (!url) return;
+    var token = "";
+    try { token = JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || ""; } catch (e) { token = ""; }
+    fetch(url, { method: "POST", headers: { "X-CSRFToken": token }, credentials: "same-origin" }).catch(function () {});
+  }
+
   // --- start ----------------------------------------------------------------------------------------
   function start() {
     noteServerTime(liveElement());
@@ -479,6 +490,7 @@
     updateIdentity();
     tickContact();
     schedule();
+    recordVisit();
   }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
