@@ -38,4 +38,4 @@ Secrets: webhook URLs and signing secrets are sealed with tokens.services.secret
 opened only by tokens.services.secret_open for the one request; pages show the last four
 characters; errors are built from HTTP statuses and scrubbed response text, never from an
 exception that could quote the URL; tasks carry delivery ids only. Key rotation:
-`manage.py rotate_alert_secrets` after `rotate_token_key`."""
+`manage.py rotate_token_keys` (or `rotate_alert_secrets` alone)."""

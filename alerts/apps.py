@@ -15,10 +15,12 @@ class AlertsConfig(AppConfig):
             grid_loaded,
             grid_loading,
         )
+        from tokens.services import secret_store_register
 
         from . import receivers
         from .models import Silence, UpstreamIncident
         from .overlay import AVAIL_PARAM
+        from .services import channels_rotate_keys
 
         customer_refreshed.connect(receivers.on_customer_refreshed, dispatch_uid="alerts-refresh")
         grid_loading.connect(receivers.on_grid_loading, dispatch_uid="alerts-grid-rows")
@@ -32,4 +34,5 @@ class AlertsConfig(AppConfig):
                     dispatch_uid=f"alerts-overlay-{model.__name__}-{signal}",
                 )
         post_migrate.connect(receivers.grant_role_permissions, sender=self)
+        secret_store_register("alert channels", channels_rotate_keys)  # rotate_token_keys
         queries.EXTRA_PARAMS.add(AVAIL_PARAM)  # ?avail=24h|7d|30d stays in every grid URL

@@ -251,7 +251,8 @@ def test_the_webhook_url_is_a_secret(
         assert "CANARYsecret" not in where
 
 
-def test_channel_secrets_follow_a_key_rotation(settings, listener):
+@pytest.mark.parametrize("command", ["rotate_token_keys", "rotate_alert_secrets"])
+def test_channel_secrets_follow_a_key_rotation(settings, listener, command):
     from cryptography.fernet import Fernet
     from django.core.management import call_command
 
@@ -259,7 +260,9 @@ def test_channel_secrets_follow_a_key_rotation(settings, listener):
     hook = channel("slack", url=listener.hook(SECRET_PATH))
     new = Fernet.generate_key().decode()
     settings.FIELD_ENCRYPTION_KEYS = [new, old]
-    call_command("rotate_alert_secrets", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command(command, stdout=out)
+    assert "rotated=1 failed=0" in out.getvalue()  # the one channel, re-encrypted
     settings.FIELD_ENCRYPTION_KEYS = [new]  # the old key is gone
     delivery = channel_send_test(channel=AlertChannel.objects.get(pk=hook.pk))
     assert delivery_attempt(delivery_id=delivery.pk).state == DeliveryState.SENT

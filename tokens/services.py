@@ -5,6 +5,7 @@ log line, a task argument, an exception message or an audit row."""
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -718,6 +719,15 @@ def credential_replace_secret(
 # --- key rotation (SEC-08) -------------------------------------------------------------------
 
 CIPHERTEXT_FIELDS = ("secret_ciphertext", "client_secret_ciphertext")
+
+
+OTHER_SECRET_STORES: dict[str, Callable[[], tuple[int, int]]] = {}
+"""Other apps' encrypted secrets (name -> rotate(): (rotated, failed)), registered in their
+AppConfig.ready with `secret_store_register`, so `rotate_token_keys` re-encrypts them too."""
+
+
+def secret_store_register(name: str, rotate: Callable[[], tuple[int, int]]) -> None:
+    OTHER_SECRET_STORES[name] = rotate
 
 
 @dataclass(frozen=True)

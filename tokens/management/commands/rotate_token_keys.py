@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from tokens.services import credential_rotate_keys
+from tokens.services import OTHER_SECRET_STORES, credential_rotate_keys
 
 
 class Command(BaseCommand):
@@ -20,8 +20,13 @@ class Command(BaseCommand):
         self.stdout.write(
             f"rotated={result.rotated} failed={result.failed} skipped={result.skipped}"
         )
-        if result.failed:
+        others_failed = 0
+        for name, rotate in OTHER_SECRET_STORES.items():  # e.g. the alert channels' secrets
+            rotated, failed = rotate()
+            others_failed += failed
+            self.stdout.write(f"{name}: rotated={rotated} failed={failed}")
+        if result.failed or others_failed:
             raise CommandError(
-                f"{result.failed} credential(s) did not decrypt with any configured key; keep "
-                "the old keys until they are replaced or forgotten."
+                f"{result.failed + others_failed} secret(s) did not decrypt with any configured "
+                "key; keep the old keys until they are replaced or forgotten."
             )
