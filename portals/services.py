@@ -50,6 +50,7 @@ from tokens.services import (
     credential_for_customer,
     credential_mark_invalid,
     credential_secret,
+    credentials_for_customers,
     oauth_access_token,
 )
 from tokens.upstream import get_client, msp_wide_refresh, status_call_for
@@ -69,6 +70,9 @@ claim a customer twice in one interval, whatever their phase: with one half, two
 interval apart took turns, and every customer was refreshed twice per interval. Below one, so a
 round that runs late by up to a quarter interval does not make the next one skip customers."""
 LEASE_GRACE = 1.0
+BATCH_MAX = 10
+"""At most this many customers per automatic refresh batch (a batch's time limits are this
+many times a refresh's)."""
 """Seconds after a lease's end at which a refresh deferred by it starts (hosts' clocks differ)."""
 
 
@@ -349,10 +353,11 @@ def customers_enqueue_due(*, now: datetime | None = None) -> int:
     )
     expires = now + timedelta(seconds=interval)
     own, identities = _split_round(rows)
-    spread = interval * _stagger_fraction() / max(1, len(own))
+    deferred = [(pk, _lease_left(lease, now)) for pk, lease in own if _lease_left(lease, now)]
+    batches = _batches([pk for pk, lease in own if not _lease_left(lease, now)])
+    spread = interval * _stagger_fraction() / max(1, len(batches))
     refreshes_enqueue(
-        [(pk, max(i * spread, _lease_left(lease, now))) for i, (pk, lease) in enumerate(own)],
-        expires=expires,
+        [(batch, i * spread) for i, batch in enumerate(batches)] + deferred, expires=expires
     )
     if identities:
         from .wide import identities_enqueue_wide
@@ -378,22 +383,65 @@ def _split_round(rows) -> tuple[list[tuple[int, datetime | None]], set[int]]:
     return own, identities
 
 
+def batch_size_for(due: int) -> int:
+    """Customers per refresh message for a round of `due` customers: REFRESH_BATCH_SIZE, or
+    when 0, one each up to 4 x REFRESH_CONCURRENCY (a small MSP: every refresh starts at once),
+    then enough that each worker thread gets about four messages, at most 10."""
+    fixed = int(settings.REFRESH_BATCH_SIZE)
+    if fixed > 0:
+        return fixed
+    return max(1, min(BATCH_MAX, due // (4 * max(1, int(settings.REFRESH_CONCURRENCY)))))
+
+
+def _batches(pks: list[int]) -> list[int | list[int]]:
+    """The round's customers as messages: a customer id, or a list of ids (a batch)."""
+    size = batch_size_for(len(pks))
+    if size == 1:
+        return list(pks)
+    return [pks[i : i + size] for i in range(0, len(pks), size)]
+
+
 def refreshes_enqueue(
-    planned: list[tuple[int, float]], *, expires: datetime, manual: bool = False
+    planned: list[tuple[int | list[int], float]], *, expires: datetime, manual: bool = False
 ) -> None:
-    """Enqueue `refresh_customer(pk)` for each (pk, countdown in seconds), expiring at
-    `expires`, through one producer (one broker connection): thousands of messages a round."""
-    from .tasks import refresh_customer  # tasks import this module
+    """Enqueue, for each (customer id or list of ids, countdown in seconds),
+    `refresh_customer(pk)` or `refresh_batch(pks)`, expiring at `expires`, through one
+    producer (one broker connection): thousands of messages a round."""
+    from .tasks import refresh_batch, refresh_customer  # tasks import this module
 
     if not planned:
         return
     kwargs = {"manual": True} if manual else {}
     with refresh_customer.app.producer_or_acquire() as producer:
-        for pk, countdown in planned:
-            refresh_customer.apply_async(
-                args=[pk], kwargs=kwargs, countdown=round(countdown, 3), expires=expires,
-                producer=producer,
+        for target, countdown in planned:
+            task = refresh_batch if isinstance(target, list) else refresh_customer
+            task.apply_async(
+                args=[target], kwargs={} if task is refresh_batch else kwargs,
+                countdown=round(countdown, 3), expires=expires, producer=producer,
             )  # fmt: skip
+
+
+def customers_refresh_batch(*, customer_ids: list[int]) -> list[RefreshOutcome]:
+    """Refresh each customer in turn, exactly as `refresh_customer` would (its own lease,
+    call, transaction and outcome); one that should retry is retried on its own."""
+    from .tasks import refresh_customer
+
+    customers = {
+        c.pk: c
+        for c in Customer.objects.select_related("msp_credential").filter(pk__in=customer_ids)
+    }
+    credentials = credentials_for_customers(customers.values())
+    outcomes = []
+    for pk in customer_ids:
+        loaded = (customers.get(pk), credentials.get(pk))
+        outcome = customer_refresh(customer_id=pk, loaded=loaded)
+        if outcome.retry_in is not None:
+            refresh_customer.apply_async(
+                args=[pk], kwargs={"first_attempt": 1}, countdown=outcome.retry_in,
+                expires=timezone.now() + timedelta(seconds=settings.REFRESH_INTERVAL),
+            )  # fmt: skip
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _lease_left(lease_until: datetime | None, now: datetime) -> float:
@@ -453,14 +501,21 @@ def _refresh_now_refusal(customer: Customer, now: datetime) -> str:
 # --- one refresh --------------------------------------------------------------------------------
 
 
-def customer_refresh(*, customer_id: int, attempt: int = 0, manual: bool = False) -> RefreshOutcome:
+def customer_refresh(
+    *, customer_id: int, attempt: int = 0, manual: bool = False, loaded: tuple | None = None
+) -> RefreshOutcome:
     """Refresh one customer: at most one upstream call (two for OAuth when the access token
     was rejected and is replaced), written in one transaction. Never raises for upstream
-    trouble: the outcome says what happened, and `retry_in` when Celery should retry."""
+    trouble: the outcome says what happened, and `retry_in` when Celery should retry.
+    `loaded`: (customer, credential) as a batch read them a moment ago (else read here)."""
     now = timezone.now()
-    customer = Customer.objects.select_related("msp_credential").filter(pk=customer_id).first()
+    if loaded is None:
+        customer = _customer_for_refresh(customer_id)
+        credential = credential_for_customer(customer) if customer else None
+    else:
+        customer, credential = loaded
     reason = _skip_reason(customer, now, manual)
-    credential = credential_for_customer(customer) if not reason else None
+    credential = credential if not reason else None
     if not reason and credential is None:
         reason = "no credential"
     if reason:
@@ -477,6 +532,10 @@ def customer_refresh(*, customer_id: int, attempt: int = 0, manual: bool = False
     finally:
         if not written:
             _lease_release(customer_id, lease)
+
+
+def _customer_for_refresh(customer_id: int) -> Customer | None:
+    return Customer.objects.select_related("msp_credential").filter(pk=customer_id).first()
 
 
 def _skip_reason(customer: Customer | None, now: datetime, manual: bool) -> str:
@@ -831,8 +890,11 @@ __all__ = [
     "backoff_delay",
     "customer_refresh",
     "customer_refresh_now",
+    "BATCH_MAX",
+    "batch_size_for",
     "customer_store_groups",
     "customer_sync",
+    "customers_refresh_batch",
     "customers_due",
     "customers_enqueue_due",
     "customers_sync_all",

@@ -9,7 +9,13 @@ the demo relies on the client's read timeout instead)."""
 from celery import shared_task
 from django.conf import settings
 
-from .services import customer_refresh, customers_enqueue_due, customers_sync_all
+from .services import (
+    BATCH_MAX,
+    customer_refresh,
+    customers_enqueue_due,
+    customers_refresh_batch,
+    customers_sync_all,
+)
 from .wide import WIDE_TIME_FACTOR, customers_refresh_wide
 
 
@@ -25,13 +31,29 @@ def refresh_due() -> int:
     soft_time_limit=settings.TASK_SOFT_TIME_LIMIT,
     time_limit=settings.TASK_TIME_LIMIT,
 )
-def refresh_customer(self, customer_id: int, manual: bool = False) -> str:
+def refresh_customer(self, customer_id: int, manual: bool = False, first_attempt: int = 0) -> str:
+    """`first_attempt`: attempts made before this task (1 for a retry handed over by a batch)."""
     outcome = customer_refresh(
-        customer_id=int(customer_id), attempt=self.request.retries, manual=manual
+        customer_id=int(customer_id), attempt=first_attempt + self.request.retries, manual=manual
     )
     if outcome.retry_in is not None:
-        raise self.retry(countdown=outcome.retry_in, max_retries=settings.REFRESH_MAX_RETRIES)
+        raise self.retry(
+            countdown=outcome.retry_in, max_retries=settings.REFRESH_MAX_RETRIES - first_attempt
+        )
     return outcome.result
+
+
+@shared_task(
+    name="portals.tasks.refresh_batch",
+    ignore_result=True,
+    soft_time_limit=settings.TASK_SOFT_TIME_LIMIT * BATCH_MAX,
+    time_limit=settings.TASK_TIME_LIMIT * BATCH_MAX,
+)
+def refresh_batch(customer_ids: list[int]) -> list[str]:
+    """Several customers of one round, in turn (REFRESH_BATCH_SIZE): fewer messages for a
+    large MSP. Each customer has its own lease, call, transaction and retry."""
+    outcomes = customers_refresh_batch(customer_ids=[int(pk) for pk in customer_ids])
+    return [outcome.result for outcome in outcomes]
 
 
 @shared_task(

@@ -142,6 +142,51 @@ def test_429_is_retried_no_sooner_than_retry_after(simulator, worker, logs):
     assert customer.last_error == "" and customer.throttled_until is None
 
 
+# --- batches (REFRESH_BATCH_SIZE) -----------------------------------------------------------------
+
+BATCH = "portals.tasks.refresh_batch"
+
+
+def test_a_large_round_goes_out_in_batches_and_refreshes_each_customer_once(
+    simulator, worker, logs, settings
+):
+    published, ran = logs
+    settings.REFRESH_BATCH_SIZE = 3
+    customers = legacy_customers(simulator)
+    sim_post(simulator, "counters/reset")
+
+    with worker():
+        refresh_due.delay()
+        wait_for(lambda: all(_fresh(c) for c in customers), what="every customer fresh")
+        wait_for(lambda: ran.count(BATCH) == 3, what="the batches finished")
+
+    batches = [m["args"][0] for m in published.named(BATCH)]
+    assert [len(b) for b in batches] == [3, 3, 2]  # ids only (SEC-10)
+    assert sorted(pk for batch in batches for pk in batch) == sorted(c.pk for c in customers)
+    assert published.named(REFRESH) == []
+    assert calls(simulator, "monitor_groups_status") == len(customers)
+    assert all(m["headers"]["expires"] for m in published.named(BATCH))
+
+
+def test_a_failing_customer_in_a_batch_is_retried_on_its_own(simulator, worker, logs, settings):
+    published, ran = logs
+    settings.REFRESH_BATCH_SIZE = 4
+    customers = legacy_customers(simulator, count=4)
+    failing = customers[1]
+    fault(simulator, kind="status", http_status=503, count=1, customer=failing.zaid)
+    sim_post(simulator, "counters/reset")
+
+    with worker():
+        refresh_due.delay()
+        wait_for(lambda: all(_fresh(c) for c in customers), what="every customer fresh")
+
+    (retry,) = published.named(REFRESH)
+    assert (retry["args"], retry["kwargs"]) == ([failing.pk], {"first_attempt": 1})
+    assert calls(simulator, "monitor_groups_status") == 5  # four, and the one retry
+    assert [r for r in ran.retvals(BATCH)] == [["ok", "failed", "ok", "ok"]]
+    assert _reload(failing).consecutive_failures == 0
+
+
 @pytest.mark.parametrize(
     "spec",
     [

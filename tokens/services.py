@@ -194,6 +194,21 @@ def credential_for_customer(customer) -> Credential | None:
     )
 
 
+def credentials_for_customers(customers) -> dict[int, Credential | None]:
+    """`credential_for_customer` of each customer (by pk), with one query for all."""
+    legacy = [c.pk for c in customers if c.auth_generation != "oauth"]
+    newest: dict[int, Credential] = {}
+    active = Credential.objects.filter(
+        customer_id__in=legacy, kind=CredentialKind.PORTAL_AUTHTOKEN, state=CredentialState.ACTIVE
+    ).order_by("customer_id", "-created_at", "-id")
+    for credential in active if legacy else ():
+        newest.setdefault(credential.customer_id, credential)
+    return {
+        c.pk: credential_for_customer(c) if c.auth_generation == "oauth" else newest.get(c.pk)
+        for c in customers
+    }
+
+
 def credential_mark_invalid(*, credential: Credential, reason: str, customer=None) -> None:
     """Site24x7 rejected this credential (REL-12): stop using it until it changes; audited."""
     if _set_invalid(credential, reason):
