@@ -34,9 +34,9 @@ MEMORY = {"database": "msp_bench_memory", "redis_db": 13, "var": ROOT / "var" / 
 """worker_memory.py's own database, Redis db and folder, so it can run beside refresh_cycle."""
 OWNER_KEY = "msp-dashboard-benchmark"
 _active = {"database": BENCH_DATABASE, "redis_db": BENCH_REDIS_DB, "var": BENCH_VAR}
-STATUS_ENDPOINTS = ("monitor_groups_status", "current_status")
+STATUS_ENDPOINTS = ("monitor_groups_status", "current_status", "msp_monitors_status")
 
-# The worker model `make run`, the Procfile and deploy/msp-dashboard-worker.service use.
+# The worker model `make run`, the Procfile and deploy/msp-dashboard-worker@.service use.
 DEFAULT_POOL = "threads"
 
 

@@ -1,7 +1,8 @@
 """Refresh rounds through the real path, timed (PERF-03/04/05).
 
     .venv/bin/python benchmarks/refresh_cycle.py --customers 1000 --latency-ms 100 \\
-        --concurrency 32 [--auth legacy|oauth] [--pool threads] [--processes 1] [--rounds 2]
+        --concurrency 32 [--auth legacy|oauth] [--source per_customer|msp_wide] [--pool threads]
+        [--processes 1] [--rounds 2]
 
 Starts a fresh simulator (its own process) with N customers and upstream latency L, gives each
 customer a credential through the real services (legacy: customer_sync with the MSP authtoken,
@@ -38,6 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--auth", choices=("legacy", "oauth"), default="legacy")
+    parser.add_argument(
+        "--source", choices=("per_customer", "msp_wide"), default="per_customer",
+        help="OAuth refresh source (SITE24X7_OAUTH_REFRESH_SOURCE; msp_wide needs --auth oauth)",
+    )  # fmt: skip
     parser.add_argument("--pool", default=c.DEFAULT_POOL, help="Celery worker pool")
     parser.add_argument("--processes", type=int, default=1, help="worker processes (C split)")
     parser.add_argument("--loglevel", default="INFO", help="worker log level (production: INFO)")
@@ -52,12 +57,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     n, latency, conc = args.customers, args.latency_ms, args.concurrency
+    if args.source == "msp_wide" and args.auth != "oauth":
+        raise SystemExit("--source msp_wide reads OAuth customers: add --auth oauth")
     c.say(f"refresh round: {n} customers, latency {latency:g} ms, concurrency {conc}, "
-          f"auth {args.auth}, pool {args.pool} x {args.processes}")  # fmt: skip
+          f"auth {args.auth} ({args.source}), pool {args.pool} x {args.processes}")  # fmt: skip
     sim = c.Simulator(customers=n, latency_ms=latency)
     worker, rounds = None, []
     try:
-        env = c.configure(sim.url)
+        env = c.configure(sim.url, SITE24X7_OAUTH_REFRESH_SOURCE=args.source)
         services = c.services_used()
         c.say(f"simulator {sim.url}; database {env['DATABASE_URL']}; "
               f"broker {env['REDIS_URL'] or 'filesystem'}")  # fmt: skip
@@ -86,6 +93,7 @@ def main(argv=None) -> int:
         "latency_ms": latency,
         "concurrency": conc,
         "auth": args.auth,
+        "source": args.source,
         "pool": args.pool,
         "processes": args.processes,
         **rounds[0],  # the first round after setup: every group and change is new
