@@ -158,6 +158,9 @@ WHITENOISE_USE_FINDERS = DEBUG or DEMO or TESTING
 
 # Security defaults that hold everywhere; production adds HTTPS-only values from the env.
 SESSION_COOKIE_HTTPONLY = True
+# Sessions in the database, read through the cache: a page costs no session query (the wall
+# screen polls every few seconds); with the cache down they are read from the database.
+SESSION_ENGINE = "msp_dashboard.sessions"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=12 * 3600)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
