@@ -11,7 +11,7 @@ class AlertsConfig(AppConfig):
         from portals import queries
         from portals.signals import (
             customer_page_loaded,
-            customer_refreshed,
+            customers_refreshed,
             grid_loaded,
             grid_loading,
         )
@@ -22,7 +22,7 @@ class AlertsConfig(AppConfig):
         from .overlay import AVAIL_PARAM
         from .services import channels_rotate_keys
 
-        customer_refreshed.connect(receivers.on_customer_refreshed, dispatch_uid="alerts-refresh")
+        customers_refreshed.connect(receivers.on_customers_refreshed, dispatch_uid="alerts-refresh")
         grid_loading.connect(receivers.on_grid_loading, dispatch_uid="alerts-grid-rows")
         grid_loaded.connect(receivers.on_grid_loaded, dispatch_uid="alerts-grid")
         customer_page_loaded.connect(receivers.on_customer_page, dispatch_uid="alerts-customer")

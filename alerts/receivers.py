@@ -7,17 +7,17 @@ import logging
 logger = logging.getLogger("alerts")
 
 
-def on_customer_refreshed(
-    sender, customer_id: int, ok: bool, customer=None, groups=None, **kwargs
-) -> None:
-    """After every refresh (portals.signals.customer_refreshed): run the alert engine on the
-    row and groups just written. An error here is logged and never reaches the refresh."""
-    from .services import customer_observe
+def on_customers_refreshed(sender, items, **kwargs) -> None:
+    """After refreshes (portals.signals.customers_refreshed): run the alert engine on the rows
+    and groups just written, in one transaction for a batch. An error here is logged and
+    never reaches the refresh."""
+    from .services import customers_observe
 
     try:
-        customer_observe(customer_id=customer_id, ok=ok, customer=customer, groups=groups)
+        customers_observe(items)
     except Exception:
-        logger.exception("alerts: evaluating the refresh of customer %s failed", customer_id)
+        ids = ",".join(str(item.customer_id) for item in items[:20])
+        logger.exception("alerts: evaluating the refresh of customers %s failed", ids)
 
 
 def on_grid_loading(sender, request, filters, now, **kwargs):

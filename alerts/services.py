@@ -2,7 +2,7 @@
 channels and their deliveries, Site24x7-side incidents, what users last saw, and the sweep.
 
 The engine (`customer_observe`) runs after every refresh of a customer (the
-`portals.signals.customer_refreshed` receiver), in the refresh's worker, after its
+`portals.signals.customers_refreshed` receiver), in the refresh's worker, after its
 transaction committed; the refresh's lease makes evaluations of one customer sequential.
 
 - Subjects: the customer's status as the grid shows it (Stale counts as Unknown) and each of
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import random
 import uuid
@@ -48,6 +49,7 @@ from msp_dashboard.db import rows_write
 from msp_dashboard.site24x7 import Status
 from portals.models import Customer, CustomerGroup, MonitorGroup
 from portals.queries import clock, is_problem
+from portals.signals import Refreshed
 from portals.status import customer_display_status, customer_freshness, stale_after
 from tokens.crypto import DecryptionError
 from tokens.models import AuditAction
@@ -295,29 +297,83 @@ def customer_observe(
     deliveries it calls for, and check its data centre for Site24x7-side trouble. Returns the
     events created. `customer` (the row as the refresh wrote it) and `groups` (the groups it
     stored, GroupStatus) spare reading them again; without them both are read."""
+    return customers_observe([Refreshed(customer_id, ok, customer, groups)], now=now)
+
+
+def customers_observe(items: list[Refreshed], *, now: datetime | None = None) -> list:
+    """`customer_observe` for the refreshes of a batch, in one transaction: the customers'
+    states read and written with a few statements, one incident check per data centre."""
     now = now or timezone.now()
-    if customer is None or customer.pk != customer_id:
-        customer, groups = Customer.objects.filter(pk=customer_id).first(), None
-    if customer is None or not customer.is_active:
+    seen = [found for item in items if (found := _observed(item))]
+    if not seen:
         return []
     channels = channels_enabled()
     holds = holds_in_use(channels)
     events: list[AlertEvent] = []
     with transaction.atomic():
-        states = {
-            s.group_id: s
-            for s in AlertState.objects.select_for_update().filter(customer_id=customer.pk)
-        }
-        transitions, flaps, changed_flags = _observe_all(
-            customer, states, _observations(customer, groups, now), ok, holds, now
-        )
-        incident = _upstream_check(customer.data_centre, now, failed=not ok)
-        events += incident
-        if transitions or flaps:
-            events += _events(customer, transitions, flaps, channels, now)
-        if changed_flags or incident:
+        states = _states_locked([customer.pk for customer, _ in seen])
+        writes, results, flags = _StateWrites(), [], False
+        for customer, item in seen:
+            observed = _observations(customer, item.groups, now)
+            transitions, flaps, changed = _observe_all(
+                customer, states[customer.pk], observed, item.ok, holds, now, writes
+            )
+            flags = flags or changed
+            results.append((customer, transitions, flaps))
+        writes.write()
+        incidents = _upstream_checks(seen, now)
+        events += incidents
+        for customer, transitions, flaps in results:
+            if transitions or flaps:
+                events += _events(customer, transitions, flaps, channels, now)
+        if flags or incidents:
             overlay_changed()
     return events
+
+
+def _observed(item: Refreshed) -> tuple[Customer, Refreshed] | None:
+    """(the customer, the item), the row read anew when the item does not carry it; None
+    for a customer gone or inactive."""
+    customer = item.customer
+    if customer is None or customer.pk != item.customer_id:
+        customer = Customer.objects.filter(pk=item.customer_id).first()
+        item = dataclasses.replace(item, customer=customer, groups=None)  # groups read anew
+    return (customer, item) if customer is not None and customer.is_active else None
+
+
+def _states_locked(customer_ids: list[int]) -> dict[int, dict[str, AlertState]]:
+    states: dict[int, dict[str, AlertState]] = {pk: {} for pk in customer_ids}
+    locked = AlertState.objects.select_for_update().filter(customer_id__in=customer_ids)
+    for state in locked.order_by("pk"):
+        states[state.customer_id][state.group_id] = state
+    return states
+
+
+def _upstream_checks(seen, now: datetime) -> list[AlertEvent]:
+    """One incident check per data centre of the batch (failed: any of its refreshes)."""
+    failed: dict[str, bool] = {}
+    for customer, item in seen:
+        failed[customer.data_centre] = failed.get(customer.data_centre, False) or not item.ok
+    events: list[AlertEvent] = []
+    for data_centre, any_failed in failed.items():
+        events += _upstream_check(data_centre, now, failed=any_failed)
+    return events
+
+
+class _StateWrites:
+    """The state writes of one evaluation (one customer or a batch): new states, changed ones
+    (only their changed fields) and vanished ones, written together."""
+
+    def __init__(self):
+        self.new: list[AlertState] = []
+        self.changed: list[tuple[AlertState, dict]] = []
+        self.vanished: list[int] = []
+
+    def write(self) -> None:
+        if self.vanished:
+            AlertState.objects.filter(pk__in=self.vanished).delete()
+        AlertState.objects.bulk_create(self.new, ignore_conflicts=True)  # a racing first look
+        rows_write(self.changed)
 
 
 def _observations(customer: Customer, groups, now: datetime) -> list[Observed]:
@@ -333,10 +389,10 @@ def _observations(customer: Customer, groups, now: datetime) -> list[Observed]:
     return observed
 
 
-def _observe_all(customer, states, observations, ok, holds, now):
+def _observe_all(customer, states, observations, ok, holds, now, writes: _StateWrites):
     transitions: list[Transition] = []
     flaps: list[tuple[AlertState, bool]] = []
-    new, changed, flags = [], [], False
+    new, changed, flags = writes.new, writes.changed, False
     for item in observations:
         state = states.pop(item.group_id, None)
         if state is None:
@@ -368,11 +424,8 @@ def _observe_all(customer, states, observations, ok, holds, now):
                 changed.append((state, diff))
     groups_seen = len(observations) > 1 or not customer_freshness(customer, now).stale
     # Groups gone upstream lose their state; a stale customer's groups were not looked at.
-    vanished = [s.pk for gid, s in states.items() if gid and s.pk] if groups_seen else []
-    if vanished:
-        AlertState.objects.filter(pk__in=vanished).delete()
-    AlertState.objects.bulk_create(new, ignore_conflicts=True)  # a racing first look: one wins
-    rows_write(changed)
+    if groups_seen:
+        writes.vanished += [s.pk for gid, s in states.items() if gid and s.pk]
     return transitions, flaps, flags
 
 

@@ -18,6 +18,9 @@ def rows_write(changes: Sequence[tuple[models.Model, dict[str, Any]]]) -> int:
     """Write each row's changed fields ({name: new value}, already set on the row); rows of
     one model. Returns the number of queries run."""
     changes = [(row, values) for row, values in changes if values]
+    for row, values in changes:  # bulk_update reads the rows: they must hold the values
+        if any(getattr(row, name) != value for name, value in values.items()):
+            raise ValueError(f"rows_write: set {sorted(values)} on the {type(row).__name__}")
     if not changes:
         return 0
     manager = type(changes[0][0])._default_manager

@@ -16,6 +16,7 @@ of them before it is stored; tasks carry customer ids only."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -57,7 +58,7 @@ from tokens.upstream import get_client, msp_wide_refresh, status_call_for
 
 from .limits import CACHE_ERRORS, BudgetExhausted, BudgetUnavailable, budget_take
 from .models import AuthGeneration, Customer, MonitorGroup, StatusChange
-from .signals import refreshed_on_commit
+from .signals import Refreshed, refreshed_many_on_commit, refreshed_on_commit
 
 logger = logging.getLogger("portals.refresh")
 
@@ -113,6 +114,7 @@ class RefreshResult:
     SKIPPED = "skipped"  # no upstream call: running elsewhere, paused, throttled, no credential
     FAILED = "failed"  # the upstream call (or the budget) failed; previous data kept
     IGNORED = "ignored"  # a newer result was already stored (fencing)
+    PENDING = "pending"  # fetched; stored with its batch (customers_refresh_batch)
 
 
 @dataclass(frozen=True)
@@ -386,11 +388,14 @@ def _split_round(rows) -> tuple[list[tuple[int, datetime | None]], set[int]]:
 def batch_size_for(due: int) -> int:
     """Customers per refresh message for a round of `due` customers: REFRESH_BATCH_SIZE, or
     when 0, one each up to 4 x REFRESH_CONCURRENCY (a small MSP: every refresh starts at once),
-    then enough that each worker thread gets about four messages, at most 10."""
+    then the size that makes at most four messages per worker thread (so the threads finish
+    together: 1,000 customers on 32 threads are 125 batches of 8, not 143 of 7, where some
+    threads would take a fifth), at most BATCH_MAX."""
     fixed = int(settings.REFRESH_BATCH_SIZE)
     if fixed > 0:
         return fixed
-    return max(1, min(BATCH_MAX, due // (4 * max(1, int(settings.REFRESH_CONCURRENCY)))))
+    messages = 4 * max(1, int(settings.REFRESH_CONCURRENCY))
+    return max(1, min(BATCH_MAX, -(-due // messages)))  # ceiling division
 
 
 def _batches(pks: list[int]) -> list[int | list[int]]:
@@ -422,26 +427,47 @@ def refreshes_enqueue(
 
 
 def customers_refresh_batch(*, customer_ids: list[int]) -> list[RefreshOutcome]:
-    """Refresh each customer in turn, exactly as `refresh_customer` would (its own lease,
-    call, transaction and outcome); one that should retry is retried on its own."""
+    """Refresh each customer in turn, as `refresh_customer` would (its own lease, call and
+    outcome; one that should retry is retried on its own), then store every successful fetch
+    in one transaction (`customers_store_fetched`), as fetched at the batch's start: a few
+    statements for the batch instead of a transaction per customer."""
     from .tasks import refresh_customer
 
-    customers = {
-        c.pk: c
-        for c in Customer.objects.select_related("msp_credential").filter(pk__in=customer_ids)
-    }
+    rows = Customer.objects.select_related("msp_credential").filter(pk__in=customer_ids)
+    customers = {customer.pk: customer for customer in rows}
     credentials = credentials_for_customers(customers.values())
-    outcomes = []
+    started, fetched, outcomes = timezone.now(), [], []
     for pk in customer_ids:
         loaded = (customers.get(pk), credentials.get(pk))
-        outcome = customer_refresh(customer_id=pk, loaded=loaded)
+        outcome = customer_refresh(customer_id=pk, loaded=loaded, into=fetched)
         if outcome.retry_in is not None:
             refresh_customer.apply_async(
                 args=[pk], kwargs={"first_attempt": 1}, countdown=outcome.retry_in,
                 expires=timezone.now() + timedelta(seconds=settings.REFRESH_INTERVAL),
             )  # fmt: skip
         outcomes.append(outcome)
-    return outcomes
+    stored = _store_batch(fetched, started)
+    return [_stored_outcome(outcome, stored) for outcome in outcomes]
+
+
+def _store_batch(fetched: list[Fetched], started: datetime) -> set[int]:
+    if not fetched:
+        return set()
+    try:
+        return customers_store_fetched(fetched, started=started)
+    except BaseException:  # nothing stored: free the customers at once, not at lease end
+        for item in fetched:
+            _lease_release(item.customer_id, item.lease)
+        raise
+
+
+def _stored_outcome(outcome: RefreshOutcome, stored: set[int]) -> RefreshOutcome:
+    if outcome.result != RefreshResult.PENDING:
+        return outcome
+    result = RefreshResult.OK if outcome.customer_id in stored else RefreshResult.IGNORED
+    seconds = outcome.duration.total_seconds() if outcome.duration else 0.0
+    logger.info("refresh: customer %s %s in %.2f s (batch)", outcome.customer_id, result, seconds)
+    return dataclasses.replace(outcome, result=result)
 
 
 def _lease_left(lease_until: datetime | None, now: datetime) -> float:
@@ -502,12 +528,18 @@ def _refresh_now_refusal(customer: Customer, now: datetime) -> str:
 
 
 def customer_refresh(
-    *, customer_id: int, attempt: int = 0, manual: bool = False, loaded: tuple | None = None
+    *,
+    customer_id: int,
+    attempt: int = 0,
+    manual: bool = False,
+    loaded: tuple | None = None,
+    into: list[Fetched] | None = None,
 ) -> RefreshOutcome:
     """Refresh one customer: at most one upstream call (two for OAuth when the access token
     was rejected and is replaced), written in one transaction. Never raises for upstream
     trouble: the outcome says what happened, and `retry_in` when Celery should retry.
-    `loaded`: (customer, credential) as a batch read them a moment ago (else read here)."""
+    A batch passes `loaded`, (customer, credential) as it read them a moment ago, and `into`,
+    where a successful fetch is put (result PENDING, lease held) for the batch to store."""
     now = timezone.now()
     if loaded is None:
         customer = _customer_for_refresh(customer_id)
@@ -525,9 +557,10 @@ def customer_refresh(
         return RefreshOutcome(customer_id, RefreshResult.SKIPPED, "already running")
     written = False
     try:
-        outcome = _refresh_leased(customer, credential, attempt, lease)
-        # What was written (OK, FAILED) released the lease in the same UPDATE.
-        written = outcome.result in (RefreshResult.OK, RefreshResult.FAILED)
+        outcome = _refresh_leased(customer, credential, attempt, lease, into)
+        # What was written (OK, FAILED) released the lease in the same UPDATE; a PENDING
+        # one's is released when its batch is stored.
+        written = outcome.result in (RefreshResult.OK, RefreshResult.FAILED, RefreshResult.PENDING)
         return outcome
     finally:
         if not written:
@@ -582,7 +615,7 @@ def _lease_drop(row: Customer, token: str) -> list[str]:
 
 
 def _refresh_leased(
-    customer: Customer, credential: Credential, attempt: int, lease: str = ""
+    customer: Customer, credential: Credential, attempt: int, lease: str = "", into=None
 ) -> RefreshOutcome:
     started = timezone.now()
     clock = time.monotonic()
@@ -598,6 +631,10 @@ def _refresh_leased(
         failure = _classify(exc, call, customer.auth_generation)
         return _failed(customer, credential, failure, started, duration, attempt, lease)
     duration = timedelta(seconds=time.monotonic() - clock)
+    if into is not None:
+        into.append(Fetched(customer.pk, groups, duration, lease))
+        return RefreshOutcome(customer.pk, RefreshResult.PENDING, groups=len(groups),
+                              worst_status=_worst(groups), duration=duration)  # fmt: skip
     stored = customer_store_groups(
         customer_id=customer.pk, groups=groups, started=started, duration=duration, lease=lease
     )
@@ -785,6 +822,16 @@ OUTCOME_FIELDS = [
 # --- storing a successful result -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """One customer's groups as fetched, waiting to be stored (`customers_store_fetched`)."""
+
+    customer_id: int
+    groups: list[GroupStatus]
+    duration: timedelta | None = None
+    lease: str = ""
+
+
 def customer_store_groups(
     *,
     customer_id: int,
@@ -798,23 +845,55 @@ def customer_store_groups(
     and outcome on the customer row, and the refresh's lease `lease` released with it. False
     (nothing written) when data fetched later is already stored: a result older than what is
     stored is ignored (REL-01)."""
-    groups = list({g.group_id: g for g in groups}.values())
+    fetched = Fetched(customer_id, list(groups), duration, lease)
+    return bool(customers_store_fetched([fetched], started=started))
+
+
+def customers_store_fetched(fetched: list[Fetched], *, started: datetime) -> set[int]:
+    """`customer_store_groups` for several customers fetched at or after `started`, in one
+    transaction and a handful of statements whatever their number (a batch of a round). The
+    ids of the customers stored; the others (fenced: newer data is stored) keep what they
+    have, and their leases are released."""
+    by_pk = {f.customer_id: f for f in fetched}
     now = timezone.now()
     with transaction.atomic():
-        row = Customer.objects.select_for_update().get(pk=customer_id)
-        if row.data_fetched_at and row.data_fetched_at >= started:
-            return False
-        changes = _upsert_groups(row, groups, now)
-        worst = int(_worst(groups))
-        previous = row.worst_status if row.data_fetched_at else None
-        if previous != worst:
-            change = StatusChange(customer=row, from_status=previous, to_status=worst, at=now)
-            changes.append(change)
-            row.worst_status, row.worst_status_since = worst, now
-        StatusChange.objects.bulk_create(changes, batch_size=500)
-        _mark_fresh(row, started, now, duration, lease)
-        # alerts listen (portals.signals)
-        refreshed_on_commit(customer_id, ok=True, customer=row, groups=groups)
+        rows = Customer.objects.select_for_update().filter(pk__in=by_pk).order_by("pk")
+        rows = [r for r in rows if not (r.data_fetched_at and r.data_fetched_at >= started)]
+        plan = _GroupPlan.for_customers(rows)
+        writes, durations, refreshed = [], [], []
+        for row in rows:
+            item = by_pk[row.pk]
+            groups = list({g.group_id: g for g in item.groups}.values())
+            plan.add(row, groups, now)
+            worst_changed = _worst_change(row, groups, now, plan.changes)
+            values = _fresh_values(row, started, now, item.lease, worst_changed)
+            if "last_attempt_at" in values:
+                row.last_duration = item.duration
+                durations.append((row, {"last_duration": item.duration}))
+            writes.append((row, values))
+            refreshed.append(Refreshed(row.pk, True, row, groups))
+        plan.write()
+        if len(writes) == 1 and durations:  # one customer: one UPDATE
+            writes[0][1].update(durations.pop()[1])
+        rows_write(writes)
+        rows_write(durations)
+        refreshed_many_on_commit(refreshed)  # alerts listen (portals.signals)
+    stored = {row.pk for row in rows}
+    for item in fetched:
+        if item.customer_id not in stored and item.lease:
+            _lease_release(item.customer_id, item.lease)
+    return stored
+
+
+def _worst_change(row: Customer, groups: list[GroupStatus], now, changes: list) -> bool:
+    """Set the customer's worst status from its groups; True (and the change recorded) if it
+    changed."""
+    worst = int(_worst(groups))
+    previous = row.worst_status if row.data_fetched_at else None
+    if previous == worst:
+        return False
+    changes.append(StatusChange(customer=row, from_status=previous, to_status=worst, at=now))
+    row.worst_status, row.worst_status_since = worst, now
     return True
 
 
@@ -825,10 +904,33 @@ def _worst(groups: list[GroupStatus]) -> Status:
     return worst_status(top or [g.status for g in groups])
 
 
-def _upsert_groups(row: Customer, groups: list[GroupStatus], now: datetime) -> list[StatusChange]:
-    existing = {g.group_id: g for g in MonitorGroup.objects.filter(customer=row)}
-    new, changed, changes = [], [], []
-    for fetched in groups:
+class _GroupPlan:
+    """The group writes of one store, for one or many customers: new groups, changed ones (only
+    their changed fields), vanished ones, and the status changes to record."""
+
+    def __init__(self, existing: dict[int, dict[str, MonitorGroup]]):
+        self.existing = existing
+        self.new: list[MonitorGroup] = []
+        self.changed: list[tuple[MonitorGroup, dict]] = []
+        self.vanished: list[int] = []
+        self.changes: list[StatusChange] = []
+
+    @classmethod
+    def for_customers(cls, rows: list[Customer]) -> _GroupPlan:
+        existing: dict[int, dict[str, MonitorGroup]] = {row.pk: {} for row in rows}
+        if rows:
+            for group in MonitorGroup.objects.filter(customer_id__in=list(existing)):
+                existing[group.customer_id][group.group_id] = group
+        return cls(existing)
+
+    def add(self, row: Customer, groups: list[GroupStatus], now: datetime) -> None:
+        existing = self.existing[row.pk]
+        for fetched in groups:
+            self._one(row, existing.get(fetched.group_id), fetched, now)
+        seen = {f.group_id for f in groups}
+        self.vanished += [g.pk for gid, g in existing.items() if gid not in seen]
+
+    def _one(self, row, group: MonitorGroup | None, fetched: GroupStatus, now) -> None:
         values = {
             "name": fetched.name[:200],
             "status": int(fetched.status),
@@ -836,28 +938,28 @@ def _upsert_groups(row: Customer, groups: list[GroupStatus], now: datetime) -> l
             "error_monitors": max(0, fetched.error_monitors),
             "top_group": fetched.top_group,
         }
-        group = existing.get(fetched.group_id)
         if group is None:
             group = MonitorGroup(customer=row, group_id=fetched.group_id[:40], **values,
                                  status_since=now, updated_at=now)  # fmt: skip
-            new.append(group)
-            changes.append(_group_change(row, group, None, now))
-            continue
+            self.new.append(group)
+            self.changes.append(_group_change(row, group, None, now))
+            return
         old_status = group.status
         diff = changed_fields(group, values)
         if not diff:
-            continue
+            return
         diff["updated_at"] = group.updated_at = now
         if group.status != old_status:
             diff["status_since"] = group.status_since = now
-            changes.append(_group_change(row, group, old_status, now))
-        changed.append((group, diff))
-    vanished = [g.pk for gid, g in existing.items() if gid not in {f.group_id for f in groups}]
-    if vanished:
-        MonitorGroup.objects.filter(pk__in=vanished).delete()
-    MonitorGroup.objects.bulk_create(new, batch_size=500)
-    rows_write(changed)
-    return changes
+            self.changes.append(_group_change(row, group, old_status, now))
+        self.changed.append((group, diff))
+
+    def write(self) -> None:
+        if self.vanished:
+            MonitorGroup.objects.filter(pk__in=self.vanished).delete()
+        MonitorGroup.objects.bulk_create(self.new, batch_size=500)
+        rows_write(self.changed)
+        StatusChange.objects.bulk_create(self.changes, batch_size=500)
 
 
 def _group_change(row: Customer, group: MonitorGroup, old: int | None, now) -> StatusChange:
@@ -867,18 +969,25 @@ def _group_change(row: Customer, group: MonitorGroup, old: int | None, now) -> S
     )  # fmt: skip
 
 
-def _mark_fresh(row: Customer, started: datetime, now: datetime, duration, lease: str) -> None:
+def _fresh_values(
+    row: Customer, started: datetime, now: datetime, lease: str, worst_changed: bool
+) -> dict:
+    """Set on `row` the outcome of a stored refresh; the fields to write (the worst status
+    only when it changed: alike rows of a batch then share one UPDATE). `last_duration` is the
+    caller's to add when `last_attempt_at` is among them."""
     row.data_fetched_at, row.last_success_at = started, now
-    fields = ["data_fetched_at", "last_success_at", "worst_status", "worst_status_since"]
-    fields += _lease_drop(row, lease)
+    names = ["data_fetched_at", "last_success_at"]
+    if worst_changed:
+        names += ["worst_status", "worst_status_since"]
+    names += _lease_drop(row, lease)
     if not (row.last_attempt_at and row.last_attempt_at > started):
         # The latest attempt: clear the error and the breaker.
-        row.last_attempt_at, row.last_duration = started, duration
+        row.last_attempt_at = started
         row.last_error, row.last_error_kind = "", ""
         row.consecutive_failures, row.breaker_trips = 0, 0
         row.paused_until = row.throttled_until = None
-        fields += OUTCOME_FIELDS
-    row.save(update_fields=fields)
+        names += [name for name in OUTCOME_FIELDS if name != "last_duration"]
+    return {name: getattr(row, name) for name in names}
 
 
 __all__ = [
@@ -892,7 +1001,9 @@ __all__ = [
     "customer_refresh_now",
     "BATCH_MAX",
     "batch_size_for",
+    "Fetched",
     "customer_store_groups",
+    "customers_store_fetched",
     "customer_sync",
     "customers_refresh_batch",
     "customers_due",

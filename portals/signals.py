@@ -1,12 +1,13 @@
 """Signals other apps listen to, so that portals never imports them (dependencies point one
 way: site24x7 <- tokens <- portals <- alerts).
 
-- `customer_refreshed(customer_id, ok, customer, groups)`: a refresh wrote its outcome (ok:
-  fresh data stored; not ok: a failed attempt recorded, previous data kept). Sent after the
-  transaction commits, never for a result that fencing ignored. `customer` is the row as
-  written and `groups` the stored groups (ok only; else None), so receivers need not read them
-  again (each refresh pays for every query). A receiver's error is logged, never raised into
-  the refresh (send_robust).
+- `customers_refreshed(items)`: refreshes wrote their outcomes; `items` is a list of
+  `Refreshed(customer_id, ok, customer, groups)` (ok: fresh data stored; not ok: a failed
+  attempt recorded, previous data kept): one item for a single refresh, several for a batch
+  stored in one transaction. Sent after the transaction commits, never for a result that
+  fencing ignored. `customer` is the row as written and `groups` the stored groups (ok only;
+  else None), so receivers need not read them again (each refresh pays for every query). A
+  receiver's error is logged, never raised into the refresh (send_robust).
 - `grid_loading(request, filters, now)`: the grid is about to be built for a user; a
   receiver may return a callable `(customer, groups, freshness) -> portals.queries.Annotation
   | None` that adds badges, CSS classes and "quiet" (sorted below other problems) to rows.
@@ -19,34 +20,48 @@ way: site24x7 <- tokens <- portals <- alerts).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.dispatch import Signal
 
 logger = logging.getLogger("portals.signals")
 
-customer_refreshed = Signal()
+customers_refreshed = Signal()
 grid_loading = Signal()
 grid_loaded = Signal()
 customer_page_loaded = Signal()
 
 
-def _send_refreshed(customer_id: int, ok: bool, customer=None, groups=None) -> None:
-    for receiver, result in customer_refreshed.send_robust(
-        sender="portals", customer_id=customer_id, ok=ok, customer=customer, groups=groups
-    ):
+@dataclass(frozen=True)
+class Refreshed:
+    customer_id: int
+    ok: bool
+    customer: object = None  # the Customer row as written
+    groups: list | None = None  # the stored GroupStatus list (ok only)
+
+
+def _send_refreshed(items: list[Refreshed]) -> None:
+    for receiver, result in customers_refreshed.send_robust(sender="portals", items=items):
         if isinstance(result, Exception):
             logger.error(
-                "customer_refreshed receiver %s failed for customer %s: %s",
+                "customers_refreshed receiver %s failed for customers %s: %s",
                 getattr(receiver, "__qualname__", receiver),
-                customer_id,
+                ",".join(str(item.customer_id) for item in items[:20]),
                 type(result).__name__,
             )
 
 
 def refreshed_on_commit(customer_id: int, *, ok: bool, customer=None, groups=None) -> None:
-    """Send `customer_refreshed` once the current transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: _send_refreshed(customer_id, ok, customer, groups))
+    """Send `customers_refreshed` for one customer once the current transaction commits (at
+    once outside one)."""
+    refreshed_many_on_commit([Refreshed(customer_id, ok, customer, groups)])
+
+
+def refreshed_many_on_commit(items: list[Refreshed]) -> None:
+    """Send `customers_refreshed` for several customers, once, after the commit."""
+    if items:
+        transaction.on_commit(lambda: _send_refreshed(items))
 
 
 def grid_annotator(*, request, filters, now):

@@ -244,3 +244,16 @@ def thread_worker(app, concurrency: int = 8):
         shutdown_timeout=15,
     ):
         yield
+
+
+def grid_snapshot(client) -> dict:
+    """What the grid (/grid.json) shows of each customer, without the clock (ages, times)."""
+    rows = client.get("/grid.json").json()["customers"]
+    timeless = ("data_age_seconds", "data_fetched_at", "last_success_at", "url", "id")
+    return {
+        row["name"]: {
+            **{k: v for k, v in row.items() if k not in timeless and k != "groups"},
+            "groups": [{k: v for k, v in g.items() if "since" not in k} for g in row["groups"]],
+        }
+        for row in rows
+    }

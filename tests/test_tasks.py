@@ -247,7 +247,7 @@ def test_the_batch_size_follows_the_round(settings):
     from portals.services import batch_size_for
 
     settings.REFRESH_CONCURRENCY, settings.REFRESH_BATCH_SIZE = 32, 0
-    sizes = [batch_size_for(due) for due in (1, 100, 128, 255, 256, 1000, 5000)]
-    assert sizes == [1, 1, 1, 1, 2, 7, 10]  # a small MSP: every refresh its own message
+    sizes = [batch_size_for(due) for due in (1, 100, 128, 129, 256, 1000, 5000)]
+    assert sizes == [1, 1, 1, 2, 2, 8, 10]  # a small MSP: every refresh its own message
     settings.REFRESH_BATCH_SIZE = 3
     assert batch_size_for(1) == batch_size_for(5000) == 3

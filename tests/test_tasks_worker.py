@@ -21,6 +21,7 @@ from .refresh_support import (
     RunLog,
     calls,
     fault,
+    grid_snapshot,
     isolate_file_cache,
     legacy_customers,
     oauth_credential,
@@ -166,6 +167,46 @@ def test_a_large_round_goes_out_in_batches_and_refreshes_each_customer_once(
     assert published.named(REFRESH) == []
     assert calls(simulator, "monitor_groups_status") == len(customers)
     assert all(m["headers"]["expires"] for m in published.named(BATCH))
+
+
+def test_a_batched_round_stores_what_single_refreshes_store(
+    simulator, worker, logs, settings, admin_client
+):
+    """Batches store their customers in one transaction (customers_store_fetched) and run
+    the alert engine once (customers_observe): the grid, the history and the alert states
+    after a batched round are what per-customer refreshes make of the same upstream."""
+    from alerts.models import AlertState
+
+    published, _ = logs
+    count = len(legacy_customers(simulator))
+
+    def round_(batch_size: int) -> None:
+        settings.REFRESH_BATCH_SIZE = batch_size
+        Customer.objects.update(refresh_enqueued_at=None)  # past the per-round guard
+        started = timezone.now()
+        refresh_due.delay()
+        wait_for(lambda: Customer.objects.filter(data_fetched_at__gt=started).count() == count)
+
+    def states() -> dict:
+        return {(s.customer_id, s.group_id): s.status for s in AlertState.objects.all()}
+
+    with worker():
+        round_(1)
+        before = grid_snapshot(admin_client)
+        assert sim_post(simulator, "drift", {"steps": 6})["changes"]
+        history = StatusChange.objects.count()
+        round_(4)  # two batches of four
+        batched, batched_states = grid_snapshot(admin_client), states()
+        recorded = StatusChange.objects.count() - history
+        round_(1)
+        single, single_states = grid_snapshot(admin_client), states()
+
+    assert [len(m["args"][0]) for m in published.named(BATCH)] == [4, 4]
+    assert batched != before and batched == single
+    assert batched_states == single_states
+    assert recorded > 0 and StatusChange.objects.count() == history + recorded  # none missed
+    assert not Customer.objects.exclude(lease_token="").exists()  # every lease released
+    assert not Customer.objects.filter(last_duration__isnull=True).exists()
 
 
 def test_a_failing_customer_in_a_batch_is_retried_on_its_own(simulator, worker, logs, settings):

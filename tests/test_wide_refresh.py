@@ -19,6 +19,7 @@ from tokens.models import AuditAction, AuditEvent, CredentialState
 from .refresh_support import (
     PublishLog,
     fault,
+    grid_snapshot,
     isolate_file_cache,
     legacy_customers,
     oauth_customers,
@@ -64,19 +65,6 @@ def _requests(sim) -> dict:
     return sim_get(sim, "counters")["requests"]
 
 
-def _grid(client) -> dict:
-    """What the grid shows of each customer, without the clock (ages, times)."""
-    rows = client.get("/grid.json").json()["customers"]
-    timeless = ("data_age_seconds", "data_fetched_at", "last_success_at", "url", "id")
-    return {
-        row["name"]: {
-            **{k: v for k, v in row.items() if k not in timeless and k != "groups"},
-            "groups": [{k: v for k, v in g.items() if "since" not in k} for g in row["groups"]],
-        }
-        for row in rows
-    }
-
-
 def _round(sim, settings, source: str, count: int) -> dict:
     """One beat round with the given OAuth refresh source; the upstream calls it made."""
     settings.SITE24X7_OAUTH_REFRESH_SOURCE = source
@@ -97,12 +85,12 @@ def test_msp_wide_round_shows_the_same_grid_as_per_customer_calls(
     customers = oauth_customers(simulator)
     with thread_worker(app):
         per_customer = _round(simulator, settings, "per_customer", len(customers))
-        before = _grid(admin_client)
+        before = grid_snapshot(admin_client)
         changes = sim_post(simulator, "drift", {"steps": 6})["changes"]
         wide = _round(simulator, settings, "msp_wide", len(customers))
-        after_wide = _grid(admin_client)
+        after_wide = grid_snapshot(admin_client)
         again = _round(simulator, settings, "per_customer", len(customers))
-        after_per_customer = _grid(admin_client)
+        after_per_customer = grid_snapshot(admin_client)
 
     assert (per_customer["current_status"], per_customer["msp_monitors_status"]) == (8, 0)
     assert (wide["current_status"], wide["msp_monitors_status"]) == (0, 1)  # one call, 8 customers
