@@ -4,8 +4,8 @@ With SITE24X7_OAUTH_REFRESH_SOURCE=msp_wide, a round (`customers_enqueue_due`) e
 `refresh_wide(credential_id, round_id)` per MSP identity instead of one `refresh_customer` per
 OAuth customer. The task leases every customer that round claimed for the identity, makes one
 `GET /api/msp/customers/monitors/status`, and stores each customer's groups through the same
-`customer_store_groups` as a per-customer refresh (fenced on the fetch's start, history,
-worst status, alerts). Honest by construction:
+store as a per-customer refresh (`customers_store_fetched`, 100 customers per transaction:
+fenced on the call's start, history, worst status, alerts). Honest by construction:
 
 - a customer missing from the answer, or leased by a refresh already running, gets its own
   call (`refresh_customer`), so nobody is silently left stale;
@@ -47,6 +47,7 @@ from .limits import CACHE_ERRORS, BudgetExhausted, BudgetUnavailable
 from .models import AuthGeneration, Customer
 from .services import (
     MSP_ACCOUNT,
+    Fetched,
     RefreshResult,
     _Call,
     _classify,
@@ -54,7 +55,7 @@ from .services import (
     _lease_left,
     _record_failure,
     backoff_delay,
-    customer_store_groups,
+    customers_store_fetched,
     oauth_call,
     refreshes_enqueue,
 )
@@ -158,15 +159,18 @@ def _refresh_leased(credential: Credential, customers, attempt: int, lease: str)
     return _store_all(credential, customers, by_zaaid, started, duration, lease)
 
 
+STORE_CHUNK = 100
+"""Customers stored per transaction (customers_store_fetched): short transactions, a handful
+of statements each."""
+
+
 def _store_all(credential, customers, by_zaaid, started, duration, lease) -> WideOutcome:
-    stored, missing = 0, []
-    for pk, zaaid in customers:
-        groups = by_zaaid.get(zaaid)
-        if groups is None:
-            missing.append(pk)
-        elif customer_store_groups(customer_id=pk, groups=groups, started=started,
-                                   duration=duration, lease=lease):  # fmt: skip
-            stored += 1
+    found = [Fetched(pk, by_zaaid[zaaid], duration, lease) for pk, zaaid in customers
+             if zaaid in by_zaaid]  # fmt: skip
+    missing = [pk for pk, zaaid in customers if zaaid not in by_zaaid]
+    stored = 0
+    for start in range(0, len(found), STORE_CHUNK):
+        stored += len(customers_store_fetched(found[start : start + STORE_CHUNK], started=started))
     own_calls = _hand_over([(pk, 0.0) for pk in missing], lease=lease)
     logger.info(
         "refresh wide: identity %s: %d customers stored, %d missing from the answer, in %.2f s",
