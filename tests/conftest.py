@@ -42,6 +42,26 @@ def simulator(simulator_server, settings):
     return simulator_server
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium through Playwright, headless, with the flags this machine and CI
+    need (`playwright install` cannot download browsers here); one per test module.
+    Screenshots go to var/screenshots/."""
+    need(os.path.exists(CHROMIUM), "Chromium")
+    from django.conf import settings
+    from playwright.sync_api import sync_playwright
+
+    (settings.VAR_DIR / "screenshots").mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
 @pytest.fixture
 def chromium_path():
     need(shutil.which(CHROMIUM) is not None or os.path.exists(CHROMIUM), "Chromium")

@@ -17,7 +17,6 @@ from django.utils import timezone
 
 from alerts.models import UpstreamIncident, UserSeen
 from msp_dashboard.site24x7 import GroupStatus, Status
-from tests.conftest import CHROMIUM, need
 from tests.grid_support import make_customer
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -33,22 +32,6 @@ CSP = (
     "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 UP, DOWN, TROUBLE, MAINT = Status.UP, Status.DOWN, Status.TROUBLE, Status.MAINTENANCE
-
-
-@pytest.fixture(scope="module")
-def browser():
-    need(os.path.exists(CHROMIUM), "Chromium")
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
 
 
 def strict_csp(page) -> list[str]:

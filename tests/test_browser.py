@@ -16,7 +16,6 @@ from django.conf import settings
 
 from msp_dashboard.site24x7 import STATUS_SEVERITY, Status
 from portals.models import Customer
-from tests.conftest import CHROMIUM, need
 from tests.refresh_support import fault, legacy_customers, sim_customers, sim_post, upstream_of
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
@@ -34,22 +33,6 @@ ALL_PROBLEMS = """() => [...document.querySelectorAll('#rows .row')]
     .every(r => r.classList.contains('is-problem'))"""
 ROW_IS_DOWN = """pk => { const r = document.getElementById('c-' + pk);
     return r && r.dataset.status === 'down'; }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    need(os.path.exists(CHROMIUM), "Chromium")
-    from playwright.sync_api import sync_playwright
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

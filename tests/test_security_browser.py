@@ -8,7 +8,6 @@ import os
 
 import pytest
 
-from tests.conftest import CHROMIUM, need
 from tests.grid_support import make_customer
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -16,21 +15,6 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 PASSWORD = "a-long-browser-pass-456"
 TIMEOUT = 15_000
-
-
-@pytest.fixture(scope="module")
-def browser():
-    need(os.path.exists(CHROMIUM), "Chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
 
 
 def test_the_admin_works_under_the_real_policy(browser, live_server, django_user_model):
