@@ -1,7 +1,7 @@
 """Alerts, acknowledgements, availability and exports (issue 9).
 
 Depends on portals and tokens; portals never imports it: it listens to portals.signals
-(customer_refreshed, grid_loading, grid_loaded, customer_page_loaded).
+(customers_refreshed, grid_loading, grid_loaded, customer_page_loaded).
 
 - Alerts (alerts.services): after every refresh the engine observes the customer's status
   as the grid shows it (Stale counts as Unknown) and its top monitor groups. A new status
