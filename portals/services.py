@@ -71,10 +71,10 @@ claim a customer twice in one interval, whatever their phase: with one half, two
 interval apart took turns, and every customer was refreshed twice per interval. Below one, so a
 round that runs late by up to a quarter interval does not make the next one skip customers."""
 LEASE_GRACE = 1.0
+"""Seconds after a lease's end at which a refresh deferred by it starts (hosts' clocks differ)."""
 BATCH_MAX = 10
 """At most this many customers per automatic refresh batch (a batch's time limits are this
 many times a refresh's)."""
-"""Seconds after a lease's end at which a refresh deferred by it starts (hosts' clocks differ)."""
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -355,8 +355,9 @@ def customers_enqueue_due(*, now: datetime | None = None) -> int:
     )
     expires = now + timedelta(seconds=interval)
     own, identities = _split_round(rows)
-    deferred = [(pk, _lease_left(lease, now)) for pk, lease in own if _lease_left(lease, now)]
-    batches = _batches([pk for pk, lease in own if not _lease_left(lease, now)])
+    waits = [(pk, _lease_left(lease, now)) for pk, lease in own]
+    deferred = [(pk, wait) for pk, wait in waits if wait]  # after the lease held on them
+    batches = _batches([pk for pk, wait in waits if not wait])
     spread = interval * _stagger_fraction() / max(1, len(batches))
     refreshes_enqueue(
         [(batch, i * spread) for i, batch in enumerate(batches)] + deferred, expires=expires
@@ -407,16 +408,16 @@ def _batches(pks: list[int]) -> list[int | list[int]]:
 
 
 def refreshes_enqueue(
-    planned: list[tuple[int | list[int], float]], *, expires: datetime, manual: bool = False
+    planned: list[tuple[int | list[int], float]], *, expires: datetime, kwargs: dict | None = None
 ) -> None:
     """Enqueue, for each (customer id or list of ids, countdown in seconds),
-    `refresh_customer(pk)` or `refresh_batch(pks)`, expiring at `expires`, through one
-    producer (one broker connection): thousands of messages a round."""
+    `refresh_customer(pk, **kwargs)` or `refresh_batch(pks)`, expiring at `expires`, through
+    one producer (one broker connection): thousands of messages a round."""
     from .tasks import refresh_batch, refresh_customer  # tasks import this module
 
     if not planned:
         return
-    kwargs = {"manual": True} if manual else {}
+    kwargs = kwargs or {}
     with refresh_customer.app.producer_or_acquire() as producer:
         for target, countdown in planned:
             task = refresh_batch if isinstance(target, list) else refresh_customer
@@ -431,22 +432,17 @@ def customers_refresh_batch(*, customer_ids: list[int]) -> list[RefreshOutcome]:
     outcome; one that should retry is retried on its own), then store every successful fetch
     in one transaction (`customers_store_fetched`), as fetched at the batch's start: a few
     statements for the batch instead of a transaction per customer."""
-    from .tasks import refresh_customer
-
     rows = Customer.objects.select_related("msp_credential").filter(pk__in=customer_ids)
     customers = {customer.pk: customer for customer in rows}
     credentials = credentials_for_customers(customers.values())
     started, fetched, outcomes = timezone.now(), [], []
     for pk in customer_ids:
         loaded = (customers.get(pk), credentials.get(pk))
-        outcome = customer_refresh(customer_id=pk, loaded=loaded, into=fetched)
-        if outcome.retry_in is not None:
-            refresh_customer.apply_async(
-                args=[pk], kwargs={"first_attempt": 1}, countdown=outcome.retry_in,
-                expires=timezone.now() + timedelta(seconds=settings.REFRESH_INTERVAL),
-            )  # fmt: skip
-        outcomes.append(outcome)
+        outcomes.append(customer_refresh(customer_id=pk, loaded=loaded, into=fetched))
     stored = _store_batch(fetched, started)
+    retries = [(o.customer_id, o.retry_in) for o in outcomes if o.retry_in is not None]
+    expires = timezone.now() + timedelta(seconds=settings.REFRESH_INTERVAL)
+    refreshes_enqueue(retries, expires=expires, kwargs={"first_attempt": 1})
     return [_stored_outcome(outcome, stored) for outcome in outcomes]
 
 
@@ -456,8 +452,7 @@ def _store_batch(fetched: list[Fetched], started: datetime) -> set[int]:
     try:
         return customers_store_fetched(fetched, started=started)
     except BaseException:  # nothing stored: free the customers at once, not at lease end
-        for item in fetched:
-            _lease_release(item.customer_id, item.lease)
+        leases_release(item.lease for item in fetched)
         raise
 
 
@@ -564,7 +559,7 @@ def customer_refresh(
         return outcome
     finally:
         if not written:
-            _lease_release(customer_id, lease)
+            leases_release([lease])
 
 
 def _customer_for_refresh(customer_id: int) -> Customer | None:
@@ -599,10 +594,11 @@ def _lease_take(customer_id: int) -> str | None:
     return token if taken else None
 
 
-def _lease_release(customer_id: int, token: str) -> None:
-    Customer.objects.filter(pk=customer_id, lease_token=token).update(
-        lease_until=None, lease_token=""
-    )
+def leases_release(tokens: Iterable[str]) -> None:
+    """Release the leases with these tokens (each names one customer's lease), in one UPDATE."""
+    tokens = [token for token in tokens if token]
+    if tokens:
+        Customer.objects.filter(lease_token__in=tokens).update(lease_until=None, lease_token="")
 
 
 def _lease_drop(row: Customer, token: str) -> list[str]:
@@ -879,9 +875,7 @@ def customers_store_fetched(fetched: list[Fetched], *, started: datetime) -> set
         rows_write(durations)
         refreshed_many_on_commit(refreshed)  # alerts listen (portals.signals)
     stored = {row.pk for row in rows}
-    for item in fetched:
-        if item.customer_id not in stored and item.lease:
-            _lease_release(item.customer_id, item.lease)
+    leases_release(item.lease for item in fetched if item.customer_id not in stored)
     return stored
 
 
@@ -1010,6 +1004,7 @@ __all__ = [
     "customers_enqueue_due",
     "customers_sync_all",
     "lease_timeout",
+    "leases_release",
     "oauth_call",
     "refreshes_enqueue",
     "with_credential_state",

@@ -50,8 +50,8 @@ def refresh_customer(self, customer_id: int, manual: bool = False, first_attempt
     time_limit=settings.TASK_TIME_LIMIT * BATCH_MAX,
 )
 def refresh_batch(customer_ids: list[int]) -> list[str]:
-    """Several customers of one round, in turn (REFRESH_BATCH_SIZE): fewer messages for a
-    large MSP. Each customer has its own lease, call, transaction and retry."""
+    """Several customers of one round (REFRESH_BATCH_SIZE): fewer messages for a large MSP.
+    Each customer has its own lease, call and retry; the batch stores them in one transaction."""
     outcomes = customers_refresh_batch(customer_ids=[int(pk) for pk in customer_ids])
     return [outcome.result for outcome in outcomes]
 

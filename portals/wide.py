@@ -19,6 +19,7 @@ Legacy customers (an authtoken per customer) are always read one by one."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -56,6 +57,7 @@ from .services import (
     _record_failure,
     backoff_delay,
     customers_store_fetched,
+    leases_release,
     oauth_call,
     refreshes_enqueue,
 )
@@ -113,8 +115,8 @@ def customers_refresh_wide(*, credential_id: int, round_id: str, attempt: int = 
     try:
         outcome = _refresh_leased(credential, customers, attempt, lease)
     finally:  # whatever was not written (an error, a time limit) is free again
-        Customer.objects.filter(lease_token=lease).update(lease_until=None, lease_token="")
-    return _plus_own_calls(outcome, own_calls)
+        leases_release([lease])
+    return dataclasses.replace(outcome, own_calls=outcome.own_calls + own_calls)
 
 
 def _lease_round(credential_id: int, round_id: str, lease: str):
@@ -254,15 +256,6 @@ def _hand_over(planned: list[tuple[int, float]], *, lease: str = "") -> int:
     expires = timezone.now() + timedelta(seconds=settings.REFRESH_INTERVAL)
     refreshes_enqueue(planned, expires=expires)
     return len(planned)
-
-
-def _plus_own_calls(outcome: WideOutcome, own_calls: int) -> WideOutcome:
-    if not own_calls:
-        return outcome
-    return WideOutcome(
-        outcome.credential_id, outcome.result, outcome.stored, outcome.own_calls + own_calls,
-        outcome.reason, outcome.retry_in,
-    )  # fmt: skip
 
 
 __all__ = ["WideOutcome", "customers_refresh_wide", "identities_enqueue_wide"]

@@ -182,31 +182,30 @@ def credential_for_customer(customer) -> Credential | None:
 
     Legacy: the newest active portal authtoken of the customer (an older one may still be
     active during rotation). OAuth: the MSP identity that reads this customer."""
-    if customer.auth_generation == "oauth":
-        cred = customer.msp_credential
-        return cred if cred and cred.state == CredentialState.ACTIVE else None
-    return (
-        Credential.objects.filter(
-            customer=customer, kind=CredentialKind.PORTAL_AUTHTOKEN, state=CredentialState.ACTIVE
-        )
-        .order_by("-created_at", "-id")
-        .first()
-    )
+    return credentials_for_customers([customer])[customer.pk]
 
 
 def credentials_for_customers(customers) -> dict[int, Credential | None]:
     """`credential_for_customer` of each customer (by pk), with one query for all."""
+    customers = list(customers)
     legacy = [c.pk for c in customers if c.auth_generation != "oauth"]
     newest: dict[int, Credential] = {}
-    active = Credential.objects.filter(
-        customer_id__in=legacy, kind=CredentialKind.PORTAL_AUTHTOKEN, state=CredentialState.ACTIVE
-    ).order_by("customer_id", "-created_at", "-id")
-    for credential in active if legacy else ():
-        newest.setdefault(credential.customer_id, credential)
-    return {
-        c.pk: credential_for_customer(c) if c.auth_generation == "oauth" else newest.get(c.pk)
-        for c in customers
-    }
+    if legacy:
+        active = Credential.objects.filter(
+            customer_id__in=legacy,
+            kind=CredentialKind.PORTAL_AUTHTOKEN,
+            state=CredentialState.ACTIVE,
+        ).order_by("customer_id", "-created_at", "-id")
+        for credential in active:
+            newest.setdefault(credential.customer_id, credential)
+    return {c.pk: _identity(c) if c.auth_generation == "oauth" else newest.get(c.pk)
+            for c in customers}  # fmt: skip
+
+
+def _identity(customer) -> Credential | None:
+    """An OAuth customer's MSP identity, when it is usable."""
+    cred = customer.msp_credential
+    return cred if cred and cred.state == CredentialState.ACTIVE else None
 
 
 def credential_mark_invalid(*, credential: Credential, reason: str, customer=None) -> None:
