@@ -41,9 +41,20 @@ class FilesystemChannel(filesystem.Channel):
     with JSONDecodeError), and a consumer claims a message by renaming it within the broker
     folder, atomic on one filesystem (kombu moves it to /tmp, a copy when /tmp is another
     filesystem, so two workers could both take it). The exchange table has the same race when
-    two processes declare the first binding at once: an empty table is read again."""
+    two processes declare the first binding at once: an empty table is read again.
+
+    kombu keeps this transport's bindings in one state per process and records a binding
+    there before it writes the exchange file: another thread of the process that published
+    in between, or a connection to another broker folder once the binding was recorded,
+    found no file, and its message was dropped as undeliverable. The routing table is the
+    file's bindings plus those this process has recorded."""
 
     def get_table(self, exchange):
+        table = self._file_table(exchange)
+        recorded = self.state.exchanges.get(exchange, {}).get("table", [])
+        return table + [filesystem.exchange_queue_t(*row) for row in recorded if row not in table]
+
+    def _file_table(self, exchange):
         for _ in range(50):
             try:
                 return super().get_table(exchange)

@@ -77,15 +77,7 @@ def test_demo_broker_is_the_safe_filesystem_transport():
 def test_filesystem_broker_delivers_each_message_once_to_racing_consumers(tmp_path):
     """Writers and two consumers race on one folder: no half-written message is read (kombu's
     own transport raises JSONDecodeError there and stops the worker) and none is read twice."""
-    for name in ("q", "done", "control"):
-        (tmp_path / name).mkdir()
-    options = {
-        "data_folder_in": str(tmp_path / "q"),
-        "data_folder_out": str(tmp_path / "q"),
-        "processed_folder": str(tmp_path / "done"),
-        "control_folder": str(tmp_path / "control"),
-        "store_processed": False,
-    }
+    options = _broker_options(tmp_path)
     queue = Queue("race", Exchange("race", type="direct"), routing_key="race")
     total, received, lock = 300, [], threading.Lock()
     writers_done = threading.Event()
@@ -126,3 +118,31 @@ def test_filesystem_broker_delivers_each_message_once_to_racing_consumers(tmp_pa
 
     assert sorted(received) == list(range(total))
     assert list((tmp_path / "done").iterdir()) == []
+
+
+def _broker_options(folder):
+    for name in ("q", "done", "control"):
+        (folder / name).mkdir(parents=True)
+    return {
+        "data_folder_in": str(folder / "q"),
+        "data_folder_out": str(folder / "q"),
+        "processed_folder": str(folder / "done"),
+        "control_folder": str(folder / "control"),
+    }
+
+
+def test_filesystem_broker_routes_a_binding_this_process_recorded_before_its_file(tmp_path):
+    """kombu records a binding in its per-process state before it writes the exchange file;
+    a publish that finds the binding recorded but no file (another thread in between, or a
+    second broker folder) was dropped as undeliverable. It is delivered."""
+    exchange = Exchange("recorded", type="direct")
+    queue = Queue("recorded", exchange, routing_key="recorded")
+    for run, folder in enumerate((tmp_path / "first", tmp_path / "second")):
+        options = _broker_options(folder)
+        with Connection(transport=FilesystemTransport, transport_options=options) as conn:
+            conn.Producer(serializer="json").publish(
+                {"run": run}, exchange=exchange, routing_key="recorded", declare=[queue]
+            )
+            message = conn.SimpleQueue(queue).get(timeout=2)
+            assert message.payload == {"run": run}
+            message.ack()
