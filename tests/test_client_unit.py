@@ -867,3 +867,20 @@ def test_sessions_of_finished_threads_are_released(client):
     del thread
     gc.collect()
     assert len(client._transport._sessions) == 0
+
+
+def test_proxy_and_ca_bundle_come_from_the_environment_read_once(monkeypatch):
+    """Sessions do not rescan the environment per request (trust_env off); the transport
+    reads proxies and the CA bundle for each origin once and passes them on every request."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "accounts.zoho.com")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    with Site24x7Client("US") as c:
+        transport = c._transport
+        assert transport.session().trust_env is False
+        proxies, verify = transport.environment("https://www.site24x7.com/api/x")
+        assert proxies["https"] == "http://proxy.example:3128"
+        assert verify == "/etc/ssl/certs/ca-certificates.crt"
+        assert transport.environment("https://accounts.zoho.com/oauth/v2/token")[0] == {}
+        monkeypatch.setenv("HTTPS_PROXY", "http://other.example:3128")
+        assert transport.environment("https://www.site24x7.com/api/y")[0] == proxies

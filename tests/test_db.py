@@ -1,0 +1,81 @@
+"""msp_dashboard.db.rows_write: what it writes, and in how many statements."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from alerts.models import AlertState
+from msp_dashboard.db import PLAIN_UPDATES, changed_fields, rows_write
+from portals.models import Customer
+from tests.grid_support import make_customer
+
+pytestmark = pytest.mark.django_db
+
+
+def _customers(count: int) -> list[Customer]:
+    return [make_customer(f"c{i}", last_error="old", consecutive_failures=1) for i in range(count)]
+
+
+def test_alike_changes_share_one_plain_update():
+    rows = _customers(6)
+    changes = [
+        (row, changed_fields(row, {"last_error": "", "consecutive_failures": 0})) for row in rows
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        assert rows_write(changes) == 1
+    assert "CASE" not in queries[0]["sql"]
+    assert set(Customer.objects.values_list("last_error", "consecutive_failures")) == {("", 0)}
+
+
+def test_scattered_changes_write_each_rows_own_values_of_every_kind():
+    """Past PLAIN_UPDATES distinct sets: one statement, each row its own values (durations,
+    times, None, text, integers), rows left out untouched."""
+    rows = _customers(PLAIN_UPDATES + 3)
+    untouched = rows.pop()
+    now = timezone.now()
+    changes = []
+    for i, row in enumerate(rows):
+        values = {
+            "last_duration": timedelta(milliseconds=100 + i),
+            "last_attempt_at": now - timedelta(minutes=i),
+            "last_error": f"error 'quoted' {i}" if i % 2 else "",
+            "consecutive_failures": i,
+            "paused_until": None if i % 2 else now + timedelta(hours=i),
+        }
+        changes.append((row, changed_fields(row, values)))
+    with CaptureQueriesContext(connection) as queries:
+        assert rows_write(changes) == 1
+    assert len(queries) == 1
+    if connection.vendor == "postgresql":  # not Django's CASE per field and row
+        assert "CASE" not in queries[0]["sql"] and "VALUES" in queries[0]["sql"]
+    for row, values in changes:
+        stored = Customer.objects.get(pk=row.pk)
+        assert {name: getattr(stored, name) for name in values} == values
+    stored = Customer.objects.get(pk=untouched.pk)
+    assert (stored.last_error, stored.consecutive_failures) == ("old", 1)
+
+
+def test_scattered_json_and_boolean_fields():
+    customer = make_customer("json")
+    states = AlertState.objects.bulk_create(
+        AlertState(customer=customer, group_id=f"g{i}", status=0, streak=0) for i in range(5)
+    )
+    changes = [
+        (state, changed_fields(state, {"streak": i, "changes": [f"t{i}"], "flapping": i % 2 == 1}))
+        for i, state in enumerate(states)
+    ]
+    rows_write(changes)
+    stored = AlertState.objects.order_by("group_id")
+    assert [(s.streak, s.changes, s.flapping) for s in stored] == [
+        (i, [f"t{i}"], i % 2 == 1) for i in range(5)
+    ]
+
+
+def test_values_not_set_on_the_row_are_refused():
+    row = _customers(1)[0]
+    with pytest.raises(ValueError, match="rows_write"):
+        rows_write([(row, {"last_error": "not set on the row"})])
+    assert Customer.objects.get(pk=row.pk).last_error == "old"
