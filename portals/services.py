@@ -28,7 +28,8 @@ from datetime import datetime, timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, CharField, F, OuterRef, Q, QuerySet, Subquery, When
+from django.db.models import Case, CharField, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -436,9 +437,12 @@ def customers_refresh_batch(*, customer_ids: list[int]) -> list[RefreshOutcome]:
     customers = {customer.pk: customer for customer in rows}
     credentials = credentials_for_customers(customers.values())
     started, fetched, outcomes = timezone.now(), [], []
+    ready = [pk for pk, c in customers.items() if credentials[pk] and not _skip_reason(c, started)]
+    leases = leases_take(ready)  # one UPDATE for the batch
     for pk in customer_ids:
         loaded = (customers.get(pk), credentials.get(pk))
-        outcomes.append(customer_refresh(customer_id=pk, loaded=loaded, into=fetched))
+        lease = leases.get(pk, "") if pk in ready else None
+        outcomes.append(customer_refresh(customer_id=pk, loaded=loaded, into=fetched, lease=lease))
     stored = _store_batch(fetched, started)
     retries = [(o.customer_id, o.retry_in) for o in outcomes if o.retry_in is not None]
     expires = timezone.now() + timedelta(seconds=settings.REFRESH_INTERVAL)
@@ -529,12 +533,14 @@ def customer_refresh(
     manual: bool = False,
     loaded: tuple | None = None,
     into: list[Fetched] | None = None,
+    lease: str | None = None,
 ) -> RefreshOutcome:
     """Refresh one customer: at most one upstream call (two for OAuth when the access token
     was rejected and is replaced), written in one transaction. Never raises for upstream
     trouble: the outcome says what happened, and `retry_in` when Celery should retry.
     A batch passes `loaded`, (customer, credential) as it read them a moment ago, and `into`,
-    where a successful fetch is put (result PENDING, lease held) for the batch to store."""
+    where a successful fetch is put (result PENDING, lease held) for the batch to store, and
+    `lease`, the lease it took for this customer ("": it was held by another refresh)."""
     now = timezone.now()
     if loaded is None:
         customer = _customer_for_refresh(customer_id)
@@ -546,9 +552,10 @@ def customer_refresh(
     if not reason and credential is None:
         reason = "no credential"
     if reason:
+        leases_release([lease or ""])  # a batch's lease, when the reason came up since
         return RefreshOutcome(customer_id, RefreshResult.SKIPPED, reason)
-    lease = _lease_take(customer_id)
-    if lease is None:
+    lease = leases_take([customer_id]).get(customer_id) if lease is None else lease
+    if not lease:
         return RefreshOutcome(customer_id, RefreshResult.SKIPPED, "already running")
     written = False
     try:
@@ -566,7 +573,7 @@ def _customer_for_refresh(customer_id: int) -> Customer | None:
     return Customer.objects.select_related("msp_credential").filter(pk=customer_id).first()
 
 
-def _skip_reason(customer: Customer | None, now: datetime, manual: bool) -> str:
+def _skip_reason(customer: Customer | None, now: datetime, manual: bool = False) -> str:
     if customer is None or not customer.is_active:
         return "inactive"
     if customer.throttled_until and customer.throttled_until > now:
@@ -582,16 +589,26 @@ def lease_timeout() -> timedelta:
     return timedelta(seconds=settings.TASK_TIME_LIMIT + 10)
 
 
-def _lease_take(customer_id: int) -> str | None:
-    """The overlap guard (REL-02): one conditional UPDATE; the token, or None if held."""
-    now = timezone.now()
-    token = uuid.uuid4().hex
+def leases_take(customer_ids: list[int]) -> dict[int, str]:
+    """The overlap guard (REL-02): one conditional UPDATE takes the free leases of these
+    customers, each with its own token ("<random>-<id>"); {customer id: token} of those taken
+    (a second query names them only when some were held)."""
+    if not customer_ids:
+        return {}
+    now, prefix = timezone.now(), uuid.uuid4().hex[:20]
+    tokens = {pk: f"{prefix}-{pk}" for pk in customer_ids}
     taken = (
-        Customer.objects.filter(pk=customer_id)
+        Customer.objects.filter(pk__in=customer_ids)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
-        .update(lease_until=now + lease_timeout(), lease_token=token)
+        .update(
+            lease_until=now + lease_timeout(),
+            lease_token=Concat(Value(f"{prefix}-"), Cast("pk", output_field=CharField())),
+        )
     )
-    return token if taken else None
+    if taken < len(tokens):
+        held = Customer.objects.filter(lease_token__in=tokens.values()).values_list("pk", flat=True)
+        tokens = {pk: tokens[pk] for pk in held}
+    return tokens
 
 
 def leases_release(tokens: Iterable[str]) -> None:

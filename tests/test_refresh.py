@@ -17,6 +17,7 @@ from portals.services import (
     customer_refresh,
     customer_store_groups,
     customers_due,
+    customers_refresh_batch,
     lease_timeout,
 )
 from tokens.models import AuditAction, AuditEvent, CredentialState
@@ -354,6 +355,31 @@ def test_a_lease_left_by_a_killed_worker_expires(simulator, legacy):
 
     assert outcome.result == RefreshResult.OK
     assert _reload(legacy).lease_until is None
+
+
+def test_a_batch_takes_its_leases_in_one_statement_and_skips_a_held_one(simulator):
+    """REL-02 for a batch: one UPDATE takes every free lease; a customer whose lease another
+    refresh holds is skipped without a call and keeps that lease; the others are stored and
+    their leases released."""
+    customers = legacy_customers(simulator, count=4)
+    held = customers[1]
+    future = timezone.now() + lease_timeout()
+    Customer.objects.filter(pk=held.pk).update(lease_until=future, lease_token="x" * 32)
+    sim_post(simulator, "counters/reset")
+
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = customers_refresh_batch(customer_ids=[c.pk for c in customers])
+
+    lease_updates = [q for q in queries if '"lease_token" = ' in q["sql"] and "UPDATE" in q["sql"]]
+    taking = [q for q in lease_updates if '"lease_until" IS NULL' in q["sql"]]
+    assert len(taking) == 1  # the whole batch's leases
+    results = {o.customer_id: (o.result, o.reason) for o in outcomes}
+    assert results.pop(held.pk) == (RefreshResult.SKIPPED, "already running")
+    assert set(results.values()) == {(RefreshResult.OK, "")}
+    assert calls(simulator, "monitor_groups_status") == 3
+    assert _reload(held).lease_token == "x" * 32  # not ours to release
+    free = Customer.objects.filter(pk__in=[c.pk for c in customers]).exclude(pk=held.pk)
+    assert not free.exclude(lease_token="").exists() and not free.filter(data_fetched_at=None)
 
 
 def test_lease_timeout_outlives_the_hard_time_limit(settings):
