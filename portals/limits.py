@@ -64,47 +64,68 @@ def budget_take(*, credential_id: int, endpoint: str, account: str | int) -> Non
     """Count one upstream call, or raise BudgetExhausted (and count nothing; BudgetUnavailable
     when the cache is down). The budget is SITE24X7_CALL_BUDGETS[endpoint], else
     SITE24X7_CALL_BUDGET (tokens.upstream)."""
-    budget = call_budget_for(endpoint)
+    refused = budgets_take([(credential_id, endpoint, account)])[0]
+    if refused is not None:
+        raise refused
+
+
+def budgets_take(calls: list[tuple[int, str, str | int]]) -> list[BudgetExhausted | None]:
+    """`budget_take` for several calls (credential id, endpoint, account), in one round trip
+    to Redis: for each, None when it was counted, else the BudgetExhausted it would raise."""
+    if not calls:
+        return []
     window = settings.SITE24X7_CALL_BUDGET_WINDOW
     now = time.time()
     index = int(now // window)
-    base = budget_key(credential_id=credential_id, endpoint=endpoint, account=account)
-    current, previous = f"{base}:{index}", f"{base}:{index - 1}"
-    try:
-        if isinstance(caches["default"], RedisCache):
-            count, earlier = _count_in_redis(current, previous, ttl=2 * window + 5)
-            if count + earlier <= budget:
-                return
-            cache.decr(current)
-        else:
-            with _counter_lock():
-                cache.add(current, 0, timeout=2 * window + 5)
-                count = cache.incr(current)
-                earlier = cache.get(previous) or 0
-                if count + earlier <= budget:
-                    return
-                cache.decr(current)
-    except CACHE_ERRORS as exc:
-        raise BudgetUnavailable() from exc
+    keys = []
+    for credential_id, endpoint, account in calls:
+        base = budget_key(credential_id=credential_id, endpoint=endpoint, account=account)
+        keys.append((f"{base}:{index}", f"{base}:{index - 1}"))
     window_end = (index + 1) * window - now
-    # The current count becomes the previous one at the boundary: if it alone fills the
-    # budget, the next window is closed as well.
-    raise BudgetExhausted(window_end + (window if count - 1 >= budget else 0))
+    results: list[BudgetExhausted | None] = []
+    try:
+        counts = _count(keys, ttl=2 * window + 5)
+        for (current, _), (count, earlier), call in zip(keys, counts, calls, strict=True):
+            budget = call_budget_for(call[1])
+            if count + earlier <= budget:
+                results.append(None)
+                continue
+            cache.decr(current)
+            # The current count becomes the previous one at the boundary: if it alone fills
+            # the budget, the next window is closed as well.
+            results.append(BudgetExhausted(window_end + (window if count - 1 >= budget else 0)))
+    except CACHE_ERRORS:
+        return [BudgetUnavailable() for _ in calls]
+    return results
 
 
-def _count_in_redis(current: str, previous: str, *, ttl: int) -> tuple[int, int]:
-    """Count one call in this window and read the previous one in one round trip (a refresh
-    is on the hot path): SET NX with the TTL, INCR and GET in one MULTI. The values are the
-    cache's own (Django stores integers as plain Redis integers), so cache.get/incr/decr see
-    the same counters. Django's RedisCache has no public pipeline, hence its client."""
+def _count(keys: list[tuple[str, str]], *, ttl: int) -> list[tuple[int, int]]:
+    """For each (this window's key, the previous one's): count one call in this window, and
+    (that count, the previous window's count)."""
+    if isinstance(caches["default"], RedisCache):
+        return _count_in_redis(keys, ttl=ttl)
+    counts = []
+    with _counter_lock():
+        for current, previous in keys:
+            cache.add(current, 0, timeout=ttl)
+            counts.append((cache.incr(current), cache.get(previous) or 0))
+    return counts
+
+
+def _count_in_redis(keys: list[tuple[str, str]], *, ttl: int) -> list[tuple[int, int]]:
+    """`_count` in one round trip (a refresh is on the hot path): for each key SET NX with
+    the TTL, INCR and GET, all in one MULTI. The values are the cache's own (Django stores
+    integers as plain Redis integers), so cache.get/incr/decr see the same counters. Django's
+    RedisCache has no public pipeline, hence its client."""
     backend = caches["default"]
-    key, before = backend.make_and_validate_key(current), backend.make_and_validate_key(previous)
     pipe = _redis_client(backend._cache).pipeline(transaction=True)
-    pipe.set(key, 0, ex=ttl, nx=True)
-    pipe.incr(key)
-    pipe.get(before)
-    _, count, earlier = pipe.execute()
-    return int(count), int(earlier or 0)
+    for current, previous in keys:
+        key = backend.make_and_validate_key(current)
+        pipe.set(key, 0, ex=ttl, nx=True)
+        pipe.incr(key)
+        pipe.get(backend.make_and_validate_key(previous))
+    answers = pipe.execute()
+    return [(int(answers[i + 1]), int(answers[i + 2] or 0)) for i in range(0, len(answers), 3)]
 
 
 _CLIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

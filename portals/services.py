@@ -57,7 +57,7 @@ from tokens.services import (
 )
 from tokens.upstream import get_client, msp_wide_refresh, status_call_for
 
-from .limits import CACHE_ERRORS, BudgetExhausted, BudgetUnavailable, budget_take
+from .limits import CACHE_ERRORS, BudgetExhausted, BudgetUnavailable, budget_take, budgets_take
 from .models import AuthGeneration, Customer, MonitorGroup, StatusChange
 from .signals import Refreshed, refreshed_many_on_commit, refreshed_on_commit
 
@@ -148,9 +148,24 @@ class _Failure:
 
 @dataclass
 class _Call:
-    """What one refresh learned along the way: the secrets to scrub from any error."""
+    """What one refresh learned along the way: the secrets to scrub from any error; and the
+    budget unit of its first call when its batch counted it already (`Prepared.budget`)."""
 
     secrets: list[str] = field(default_factory=list)
+    budget: BudgetExhausted | bool | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a batch read and took for one customer a moment ago: its row and credential; the
+    lease it took ("": another refresh holds it; None: none taken, the refresh takes it); the
+    budget unit of its call (None: the refresh counts it; True: counted; else the
+    BudgetExhausted that refused it)."""
+
+    customer: Customer | None
+    credential: Credential | None
+    lease: str | None = None
+    budget: BudgetExhausted | bool | None = None
 
 
 # --- credential state, in one query for many customers -----------------------------------------
@@ -439,15 +454,26 @@ def customers_refresh_batch(*, customer_ids: list[int]) -> list[RefreshOutcome]:
     started, fetched, outcomes = timezone.now(), [], []
     ready = [pk for pk, c in customers.items() if credentials[pk] and not _skip_reason(c, started)]
     leases = leases_take(ready)  # one UPDATE for the batch
+    budgets = _budgets_take(customers, credentials, leases)  # one round trip to Redis
     for pk in customer_ids:
-        loaded = (customers.get(pk), credentials.get(pk))
-        lease = leases.get(pk, "") if pk in ready else None
-        outcomes.append(customer_refresh(customer_id=pk, loaded=loaded, into=fetched, lease=lease))
+        prepared = Prepared(
+            customers.get(pk), credentials.get(pk),
+            lease=leases.get(pk, "") if pk in ready else None, budget=budgets.get(pk),
+        )  # fmt: skip
+        outcomes.append(customer_refresh(customer_id=pk, prepared=prepared, into=fetched))
     stored = _store_batch(fetched, started)
     retries = [(o.customer_id, o.retry_in) for o in outcomes if o.retry_in is not None]
     expires = timezone.now() + timedelta(seconds=settings.REFRESH_INTERVAL)
     refreshes_enqueue(retries, expires=expires, kwargs={"first_attempt": 1})
     return [_stored_outcome(outcome, stored) for outcome in outcomes]
+
+
+def _budgets_take(customers, credentials, leases: dict[int, str]) -> dict[int, object]:
+    """The budget unit of each leased customer's call, counted for the batch at once."""
+    pks = list(leases)
+    source = {g: status_call_for(g).source for g in {customers[pk].auth_generation for pk in pks}}
+    calls = [(credentials[pk].pk, source[customers[pk].auth_generation], pk) for pk in pks]
+    return {pk: refused or True for pk, refused in zip(pks, budgets_take(calls), strict=True)}
 
 
 def _store_batch(fetched: list[Fetched], started: datetime) -> set[int]:
@@ -531,22 +557,20 @@ def customer_refresh(
     customer_id: int,
     attempt: int = 0,
     manual: bool = False,
-    loaded: tuple | None = None,
+    prepared: Prepared | None = None,
     into: list[Fetched] | None = None,
-    lease: str | None = None,
 ) -> RefreshOutcome:
     """Refresh one customer: at most one upstream call (two for OAuth when the access token
     was rejected and is replaced), written in one transaction. Never raises for upstream
     trouble: the outcome says what happened, and `retry_in` when Celery should retry.
-    A batch passes `loaded`, (customer, credential) as it read them a moment ago, and `into`,
-    where a successful fetch is put (result PENDING, lease held) for the batch to store, and
-    `lease`, the lease it took for this customer ("": it was held by another refresh)."""
+    A batch passes `prepared` (what it read and took a moment ago) and `into`, where a
+    successful fetch is put (result PENDING, lease held) for the batch to store."""
     now = timezone.now()
-    if loaded is None:
+    if prepared is None:
         customer = _customer_for_refresh(customer_id)
         credential = credential_for_customer(customer) if customer else None
-    else:
-        customer, credential = loaded
+        prepared = Prepared(customer, credential)
+    customer, credential, lease = prepared.customer, prepared.credential, prepared.lease
     reason = _skip_reason(customer, now, manual)
     credential = credential if not reason else None
     if not reason and credential is None:
@@ -559,7 +583,8 @@ def customer_refresh(
         return RefreshOutcome(customer_id, RefreshResult.SKIPPED, "already running")
     written = False
     try:
-        outcome = _refresh_leased(customer, credential, attempt, lease, into)
+        call = _Call(budget=prepared.budget)
+        outcome = _refresh_leased(customer, credential, attempt, lease, into, call)
         # What was written (OK, FAILED) released the lease in the same UPDATE; a PENDING
         # one's is released when its batch is stored.
         written = outcome.result in (RefreshResult.OK, RefreshResult.FAILED, RefreshResult.PENDING)
@@ -628,11 +653,10 @@ def _lease_drop(row: Customer, token: str) -> list[str]:
 
 
 def _refresh_leased(
-    customer: Customer, credential: Credential, attempt: int, lease: str = "", into=None
+    customer: Customer, credential: Credential, attempt: int, lease: str, into, call: _Call
 ) -> RefreshOutcome:
     started = timezone.now()
     clock = time.monotonic()
-    call = _Call()
     try:
         groups = _fetch_groups(customer, credential, call)
     except BudgetExhausted as exc:
@@ -668,7 +692,7 @@ def _fetch_groups(customer: Customer, credential: Credential, call: _Call) -> li
         return _fetch_oauth(client, status_call, customer, credential, call)
     token = credential_secret(credential)
     call.secrets.append(token)
-    _spend(credential, status_call.source, customer.pk)
+    _spend_first(call, credential, status_call.source, customer.pk)
     return status_call.fetch(client, customer=customer, token=token)
 
 
@@ -686,7 +710,7 @@ def oauth_call(credential: Credential, call: _Call, endpoint: str, account, fetc
     token = oauth_access_token(credential=credential)
     call.secrets.append(token)
     try:
-        _spend(credential, endpoint, account)
+        _spend_first(call, credential, endpoint, account)
         return fetch(token)
     except AuthError as exc:
         if exc.http_status == 403:
@@ -699,6 +723,16 @@ def oauth_call(credential: Credential, call: _Call, endpoint: str, account, fetc
 
 def _spend(credential: Credential, endpoint: str, account: str | int) -> None:
     budget_take(credential_id=credential.pk, endpoint=endpoint, account=account)
+
+
+def _spend_first(call: _Call, credential: Credential, endpoint: str, account) -> None:
+    """The budget unit of a refresh's first call: counted now, unless its batch counted it
+    (or was refused it) already."""
+    counted, call.budget = call.budget, None
+    if counted is None:
+        _spend(credential, endpoint, account)
+    elif isinstance(counted, BudgetExhausted):
+        raise counted
 
 
 def _classify(exc: BaseException, call: _Call, generation: str) -> _Failure:

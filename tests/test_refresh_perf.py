@@ -16,18 +16,21 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from msp_dashboard.celery import app
+from portals import limits
 from portals.limits import budget_key
 from portals.models import Customer
-from portals.services import customer_refresh, customers_enqueue_due
+from portals.services import customer_refresh, customers_enqueue_due, customers_refresh_batch
 from portals.tasks import refresh_customer
 
 from .refresh_support import (
     PublishLog,
     RunLog,
+    calls,
     fault,
     isolate_file_cache,
     legacy_customers,
     purge,
+    sim_post,
     use_test_broker,
     wait_for,
 )
@@ -144,6 +147,39 @@ def test_the_budget_counter_is_the_caches_own_with_a_ttl(simulator, settings, re
     raw = backend._cache.get_client(write=True)
     ttl = raw.ttl(backend.make_and_validate_key(counted[0]))
     assert 0 < ttl <= 2 * window + 5
+
+
+@pytest.mark.django_db
+def test_a_batch_refuses_the_call_of_a_customer_whose_budget_is_spent(simulator, settings):
+    """A batch counts its calls' budget units up front; a customer whose budget is spent
+    makes no call, fails with reason "budget" and is released; the others go ahead."""
+    settings.SITE24X7_CALL_BUDGET = 1
+    customers = legacy_customers(simulator, count=3)
+    spent = customers[0]
+    assert customer_refresh(customer_id=spent.pk).result == "ok"  # its one unit
+    sim_post(simulator, "counters/reset")
+
+    outcomes = customers_refresh_batch(customer_ids=[c.pk for c in customers])
+
+    results = {o.customer_id: (o.result, o.reason) for o in outcomes}
+    assert results.pop(spent.pk) == ("failed", "budget")
+    assert set(results.values()) == {("ok", "")}
+    assert calls(simulator, "monitor_groups_status") == 2
+    assert not Customer.objects.filter(pk__in=[c.pk for c in customers]).exclude(lease_token="")
+
+
+@pytest.mark.django_db
+def test_a_batch_counts_its_budget_units_in_one_round_trip(simulator, redis_url):
+    customers = legacy_customers(simulator, count=3)
+    client = limits._redis_client(caches["default"]._cache)
+    sent, original = [], client.pipeline
+    client.pipeline = lambda *a, **k: sent.append(k) or original(*a, **k)  # a spy, not a stub
+    try:
+        outcomes = customers_refresh_batch(customer_ids=[c.pk for c in customers])
+    finally:
+        del client.pipeline
+    assert [o.result for o in outcomes] == ["ok"] * 3
+    assert sent == [{"transaction": True}]  # one MULTI for the three calls
 
 
 # --- a round all at once -------------------------------------------------------------------------
