@@ -48,6 +48,11 @@ class Customer(models.Model):
     )
     worst_status = models.SmallIntegerField(default=UNKNOWN)
     worst_status_since = models.DateTimeField(null=True, blank=True)
+    groups_digest = models.CharField(
+        max_length=32, blank=True, editable=False,
+        help_text="A hash of the groups the last stored refresh fetched: a refresh that fetches "
+        "the same neither reads nor writes the groups.",
+    )  # fmt: skip
     throttled_until = models.DateTimeField(null=True, blank=True)
     paused_until = models.DateTimeField(null=True, blank=True)
     breaker_trips = models.PositiveIntegerField(default=0)

@@ -17,6 +17,7 @@ of them before it is stored; tasks carry customer ids only."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import random
 import time
@@ -906,14 +907,19 @@ def customers_store_fetched(fetched: list[Fetched], *, started: datetime) -> set
     with transaction.atomic():
         rows = Customer.objects.select_for_update().filter(pk__in=by_pk).order_by("pk")
         rows = [r for r in rows if not (r.data_fetched_at and r.data_fetched_at >= started)]
-        plan = _GroupPlan.for_customers(rows)
+        fetched_groups = {row.pk: _unique(by_pk[row.pk].groups) for row in rows}
+        digests = {pk: groups_digest(groups) for pk, groups in fetched_groups.items()}
+        plan = _GroupPlan.for_customers([r for r in rows if r.groups_digest != digests[r.pk]])
         writes, durations, refreshed = [], [], []
         for row in rows:
-            item = by_pk[row.pk]
-            groups = list({g.group_id: g for g in item.groups}.values())
-            plan.add(row, groups, now)
+            item, groups = by_pk[row.pk], fetched_groups[row.pk]
+            unchanged = row.groups_digest == digests[row.pk]
+            if not unchanged:
+                plan.add(row, groups, now)
             worst_changed = _worst_change(row, groups, now, plan.changes)
             values = _fresh_values(row, started, now, item.lease, worst_changed)
+            if not unchanged:
+                row.groups_digest = values["groups_digest"] = digests[row.pk]
             if "last_attempt_at" in values:
                 row.last_duration = item.duration
                 durations.append((row, {"last_duration": item.duration}))
@@ -928,6 +934,20 @@ def customers_store_fetched(fetched: list[Fetched], *, started: datetime) -> set
     stored = {row.pk for row in rows}
     leases_release(item.lease for item in fetched if item.customer_id not in stored)
     return stored
+
+
+def _unique(groups: list[GroupStatus]) -> list[GroupStatus]:
+    return list({g.group_id: g for g in groups}.values())
+
+
+def groups_digest(groups: list[GroupStatus]) -> str:
+    """A hash of the groups as the store keeps them (`_GroupPlan._one`), in any order."""
+    kept = sorted(
+        (g.group_id[:40], g.name[:200], int(g.status), max(0, g.monitors),
+         max(0, g.error_monitors), bool(g.top_group))
+        for g in groups
+    )  # fmt: skip
+    return hashlib.blake2b(repr(kept).encode(), digest_size=16).hexdigest()
 
 
 def _worst_change(row: Customer, groups: list[GroupStatus], now, changes: list) -> bool:

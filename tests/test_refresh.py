@@ -114,6 +114,26 @@ def test_second_refresh_records_no_change_and_moves_fetched_at_forward(legacy):
     assert second.worst_status_since == first.worst_status_since
 
 
+def test_fetching_the_same_groups_again_neither_reads_nor_writes_them(legacy):
+    """The customer row keeps a hash of the groups last stored: the same groups fetched again
+    (in any order) cost no group query; any difference (a name) is stored as before."""
+    groups = [GroupStatus(f"g{i}", f"G{i}", Status.UP, 2, 0, True) for i in range(5)]
+    now = timezone.now()
+
+    def store(fetched, at) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            assert customer_store_groups(customer_id=legacy.pk, groups=fetched, started=at)
+        return [q["sql"] for q in queries if "portals_monitorgroup" in q["sql"]]
+
+    assert store(groups, now)  # the first time: read and written
+    assert store(list(reversed(groups)), now + timedelta(seconds=1)) == []
+    assert _reload(legacy).data_fetched_at == now + timedelta(seconds=1)
+    renamed = [*groups[:4], GroupStatus("g4", "Renamed", Status.UP, 2, 0, True)]
+    assert store(renamed, now + timedelta(seconds=2))
+    assert MonitorGroup.objects.get(customer=legacy, group_id="g4").name == "Renamed"
+    assert MonitorGroup.objects.filter(customer=legacy).count() == 5
+
+
 def test_status_changes_are_recorded(simulator, legacy):
     customer_refresh(customer_id=legacy.pk)
     upstream = upstream_of(simulator, legacy)
