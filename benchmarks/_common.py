@@ -246,7 +246,9 @@ class Worker:
 @contextlib.contextmanager
 def profiled(pids: list[int], path: str) -> Iterator[None]:
     """Sample the worker with py-spy (pip install py-spy; not a dependency) while the block
-    runs, writing collapsed stacks of busy threads to `path`; nothing when `path` is empty."""
+    runs, writing collapsed stacks of busy threads to `path`; nothing when `path` is empty.
+    PROFILE_WALL=1 samples every thread, waiting or not (py-spy --idle): where the wall time
+    goes rather than the CPU."""
     if not path:
         yield
         return
@@ -257,7 +259,8 @@ def profiled(pids: list[int], path: str) -> Iterator[None]:
     for pid in pids:
         output = f"{path}.{pid}" if len(pids) > 1 else path
         cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-               "--nonblocking", "--gil", "--subprocesses", "--output", output]  # fmt: skip
+               "--nonblocking", "--subprocesses", "--output", output]  # fmt: skip
+        cmd.insert(-2, "--idle" if os.environ.get("PROFILE_WALL") == "1" else "--gil")
         spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1.0)  # py-spy attaches
     try:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -421,7 +422,26 @@ def _batches(pks: list[int]) -> list[int | list[int]]:
     size = batch_size_for(len(pks))
     if size == 1:
         return list(pks)
-    return [pks[i : i + size] for i in range(0, len(pks), size)]
+    fixed = int(settings.REFRESH_BATCH_SIZE) > 0
+    lengths = itertools.repeat(size) if fixed else _staggered(size)
+    messages, start = [], 0
+    for length in lengths:
+        if start >= len(pks):
+            break
+        messages.append(pks[start : start + length])
+        start += length
+    return messages
+
+
+def _staggered(size: int) -> Iterator[int]:
+    """Batch sizes of `size` on average, the first wave's (one per worker thread) spread from
+    half to one and a half times it: every thread starts at once, so equal batches would end
+    at once too, and every thread would store its batch at the same moment (the stores then
+    queue for the CPU and no call is in flight meanwhile); spread, they keep apart all round."""
+    threads = max(2, int(settings.REFRESH_CONCURRENCY))
+    for i in range(threads):
+        yield max(1, round(size * (0.5 + i / (threads - 1))))
+    yield from itertools.repeat(size)
 
 
 def refreshes_enqueue(

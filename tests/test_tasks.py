@@ -251,3 +251,22 @@ def test_the_batch_size_follows_the_round(settings):
     assert sizes == [1, 1, 1, 2, 2, 8, 10]  # a small MSP: every refresh its own message
     settings.REFRESH_BATCH_SIZE = 3
     assert batch_size_for(1) == batch_size_for(5000) == 3
+
+
+def test_the_first_waves_batches_are_spread_so_they_do_not_end_together(settings):
+    """Automatic batches: the first one per worker thread range from half to one and a half
+    times the size (every thread starts at once; equal batches would all be stored at the
+    same moment), the rest are the size; every customer goes out once, in order. A size set
+    in REFRESH_BATCH_SIZE is kept as it is."""
+    from portals.services import _batches
+
+    settings.REFRESH_CONCURRENCY, settings.REFRESH_BATCH_SIZE = 32, 0
+    pks = list(range(1, 1001))
+    batches = _batches(pks)
+    assert [pk for batch in batches for pk in batch] == pks
+    first = [len(batch) for batch in batches[:32]]
+    assert first == sorted(first) and (first[0], first[-1]) == (4, 12)
+    assert sum(first) == 32 * 8 and len(set(first)) >= 8
+    assert {len(batch) for batch in batches[32:-1]} == {8}
+    settings.REFRESH_BATCH_SIZE = 8
+    assert {len(batch) for batch in _batches(pks)} == {8}
