@@ -96,7 +96,18 @@ def machine() -> dict[str, object]:
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
+        "python_loop_s": python_loop_s(),
     }
+
+
+def python_loop_s() -> float:
+    """Seconds one core takes for ten million additions in a Python loop, now: the speed of
+    the machine at the time of the run (a shared VM's varies from run to run by half and
+    more), for comparing figures across runs and machines."""
+    started, total = time.perf_counter(), 0
+    for i in range(10_000_000):
+        total += i
+    return round(time.perf_counter() - started, 2)
 
 
 def prepare_database() -> None:
@@ -455,7 +466,19 @@ def run_round(expected: int, timeout: float) -> dict[str, float]:
         "ok": ok_count,
         "failed": failed_count,
         "complete": done,
+        "in_flight_avg": _in_flight(ok, end - started),
     }
+
+
+def _in_flight(ok, wall: float) -> float | None:
+    """How many refresh messages were being worked on, on average over the round (at best
+    the concurrency C): a message's customers share their fetch start (data_fetched_at, the
+    batch's start) and it ends when they are stored (last_success_at)."""
+    spans: dict = {}
+    for start, stored in ok.values_list("data_fetched_at", "last_success_at"):
+        spans[start] = max(stored, spans.get(start, stored))
+    busy = sum((stored - start).total_seconds() for start, stored in spans.items())
+    return round(busy / wall, 1) if wall > 0 else None
 
 
 def next_round() -> None:

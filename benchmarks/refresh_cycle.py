@@ -137,7 +137,8 @@ def one_round(number: int, sim, worker, args) -> dict:
     kind = "first round (all new)" if number == 1 else "steady round"
     c.say(f"round {number}, {kind}: wall {wall:.2f} s (ideal {ideal:.2f} s, ratio "
           f"{figures['ratio']}), {figures['refreshes_per_s']} refreshes/s, ok {result['ok']} "
-          f"failed {result['failed']}")  # fmt: skip
+          f"failed {result['failed']}; messages in flight {result['in_flight_avg']} on "
+          f"average (of {conc})")  # fmt: skip
     c.say(f"  upstream status calls {upstream['upstream_calls']} "
           f"({figures['upstream_calls_per_customer']} per customer), all requests "
           f"{upstream['upstream_requests_total']}, connections {upstream['connections']}; "
