@@ -641,7 +641,7 @@ def leases_take(customer_ids: list[int]) -> dict[int, str]:
     (a second query names them only when some were held)."""
     if not customer_ids:
         return {}
-    now, prefix = timezone.now(), uuid.uuid4().hex[:20]
+    now, prefix = timezone.now(), uuid.uuid4().hex[:12]  # 12 + 1 + up to 19 digits <= 32
     tokens = {pk: f"{prefix}-{pk}" for pk in customer_ids}
     taken = (
         Customer.objects.filter(pk__in=customer_ids)
