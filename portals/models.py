@@ -49,7 +49,7 @@ class Customer(models.Model):
     worst_status = models.SmallIntegerField(default=UNKNOWN)
     worst_status_since = models.DateTimeField(null=True, blank=True)
     groups_digest = models.CharField(
-        max_length=32, blank=True, editable=False,
+        max_length=32, blank=True, default="", db_default="", editable=False,
         help_text="A hash of the groups the last stored refresh fetched: a refresh that fetches "
         "the same neither reads nor writes the groups.",
     )  # fmt: skip
