@@ -217,12 +217,15 @@ class Simulator:
         if server is None:
             return
         self._stop.set()
-        server.stopping.set()
-        with self.state.lock:
-            self.state.faults.clear()  # releases hanging requests
+        # Stop listening and drop every connection first, then release the hanging requests:
+        # released first, a client's immediate retry reached the closing server and was
+        # answered, as if it had never been down.
         server.shutdown()
         server.server_close()
         server.close_open_connections()
+        server.stopping.set()
+        with self.state.lock:
+            self.state.faults.clear()  # releases hanging requests
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads = []
