@@ -597,7 +597,7 @@ def customer_refresh(
     if not reason and credential is None:
         reason = "no credential"
     if reason:
-        leases_release([lease or ""])  # a batch's lease, when the reason came up since
+        leases_release([lease])  # a batch's lease, when the reason came up since
         return RefreshOutcome(customer_id, RefreshResult.SKIPPED, reason)
     lease = leases_take([customer_id]).get(customer_id) if lease is None else lease
     if not lease:
@@ -657,8 +657,9 @@ def leases_take(customer_ids: list[int]) -> dict[int, str]:
     return tokens
 
 
-def leases_release(tokens: Iterable[str]) -> None:
-    """Release the leases with these tokens (each names one customer's lease), in one UPDATE."""
+def leases_release(tokens: Iterable[str | None]) -> None:
+    """Release the leases with these tokens (each names one customer's lease; empty ones and
+    None are skipped), in one UPDATE."""
     tokens = [token for token in tokens if token]
     if tokens:
         Customer.objects.filter(lease_token__in=tokens).update(lease_until=None, lease_token="")
@@ -929,16 +930,16 @@ def customers_store_fetched(fetched: list[Fetched], *, started: datetime) -> set
         rows = [r for r in rows if not (r.data_fetched_at and r.data_fetched_at >= started)]
         fetched_groups = {row.pk: _unique(by_pk[row.pk].groups) for row in rows}
         digests = {pk: groups_digest(groups) for pk, groups in fetched_groups.items()}
-        plan = _GroupPlan.for_customers([r for r in rows if r.groups_digest != digests[r.pk]])
+        changed = {r.pk for r in rows if r.groups_digest != digests[r.pk]}  # others: as stored
+        plan = _GroupPlan.for_customers([r for r in rows if r.pk in changed])
         writes, durations, refreshed = [], [], []
         for row in rows:
             item, groups = by_pk[row.pk], fetched_groups[row.pk]
-            unchanged = row.groups_digest == digests[row.pk]
-            if not unchanged:
+            if row.pk in changed:
                 plan.add(row, groups, now)
             worst_changed = _worst_change(row, groups, now, plan.changes)
             values = _fresh_values(row, started, now, item.lease, worst_changed)
-            if not unchanged:
+            if row.pk in changed:
                 row.groups_digest = values["groups_digest"] = digests[row.pk]
             if "last_attempt_at" in values:
                 row.last_duration = item.duration
@@ -961,13 +962,20 @@ def _unique(groups: list[GroupStatus]) -> list[GroupStatus]:
 
 
 def groups_digest(groups: list[GroupStatus]) -> str:
-    """A hash of the groups as the store keeps them (`_GroupPlan._one`), in any order."""
-    kept = sorted(
-        (g.group_id[:40], g.name[:200], int(g.status), max(0, g.monitors),
-         max(0, g.error_monitors), bool(g.top_group))
-        for g in groups
-    )  # fmt: skip
+    """A hash of the groups as the store keeps them (`_kept`), in any order."""
+    kept = sorted((g.group_id[:40], *_kept(g).values()) for g in groups)
     return hashlib.blake2b(repr(kept).encode(), digest_size=16).hexdigest()
+
+
+def _kept(fetched: GroupStatus) -> dict:
+    """A fetched group's values as a MonitorGroup row keeps them."""
+    return {
+        "name": fetched.name[:200],
+        "status": int(fetched.status),
+        "monitors": max(0, fetched.monitors),
+        "error_monitors": max(0, fetched.error_monitors),
+        "top_group": fetched.top_group,
+    }
 
 
 def _worst_change(row: Customer, groups: list[GroupStatus], now, changes: list) -> bool:
@@ -1016,13 +1024,7 @@ class _GroupPlan:
         self.vanished += [g.pk for gid, g in existing.items() if gid not in seen]
 
     def _one(self, row, group: MonitorGroup | None, fetched: GroupStatus, now) -> None:
-        values = {
-            "name": fetched.name[:200],
-            "status": int(fetched.status),
-            "monitors": max(0, fetched.monitors),
-            "error_monitors": max(0, fetched.error_monitors),
-            "top_group": fetched.top_group,
-        }
+        values = _kept(fetched)
         if group is None:
             group = MonitorGroup(customer=row, group_id=fetched.group_id[:40], **values,
                                  status_since=now, updated_at=now)  # fmt: skip

@@ -12,7 +12,6 @@ Security rules kept here (docs/site24x7-wire-contract.md, quality checks SEC-09/
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -141,10 +140,9 @@ class Transport:
         environment again on every request (3 % of a refresh's CPU in a worker)."""
         origin = origin_of(url)
         found = self._environment.get(origin)
-        if found is None:
-            proxies = requests.utils.get_environ_proxies(url)
-            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            found = self._environment[origin] = (proxies, verify or True)
+        if found is None:  # requests' own reading, on a session that still trusts the env
+            merged = requests.Session().merge_environment_settings(url, {}, False, True, None)
+            found = self._environment[origin] = (merged["proxies"], merged["verify"])
         return found
 
     def check_url(self, url: str) -> None:
