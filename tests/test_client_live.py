@@ -13,6 +13,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 from msp_dashboard.site24x7 import (
     AccessToken,
@@ -262,11 +263,14 @@ def test_bad_oauth_credentials(sim, client, world, error_status):
 def test_no_cookie_carries_over_between_customers(client, world):
     sent, set_by_server = [], []
 
-    def record(response, *args, **kwargs):
-        sent.append(response.request.headers.get("Cookie"))
-        set_by_server.append(response.headers.get("Set-Cookie"))
+    class Recording(HTTPAdapter):  # requests' own adapter, seeing what goes on the wire
+        def send(self, request, *args, **kwargs):
+            response = super().send(request, *args, **kwargs)
+            sent.append(request.headers.get("Cookie"))
+            set_by_server.append(response.headers.get("Set-Cookie"))
+            return response
 
-    client._transport.session().hooks["response"].append(record)
+    client._transport.session().mount("http://", Recording())
     first, second = world["customers"][:2]
     access = oauth_tokens(client, world).access_token
     token_a, token_b = new_authtoken(client, first), new_authtoken(client, second)

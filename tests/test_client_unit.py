@@ -237,6 +237,9 @@ def test_list_portals(client, rsps):
     assert headers["Accept"] == "application/json; version=2.0"
     assert headers["User-Agent"] == "msp_dashboard/1.0"
     assert "Cookie" not in headers
+    # What a requests.Session adds to each request still goes out (compressed answers).
+    assert headers["Accept-Encoding"] == requests.utils.default_headers()["Accept-Encoding"]
+    assert headers["Connection"] == "keep-alive"
 
 
 def test_create_portal_authtoken_sends_a_form_body(client, rsps):
