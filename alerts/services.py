@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import logging
 import random
 import uuid
@@ -302,24 +303,33 @@ def customer_observe(
 
 def customers_observe(items: list[Refreshed], *, now: datetime | None = None) -> list:
     """`customer_observe` for the refreshes of a batch, in one transaction: the customers'
-    states read and written with a few statements, one incident check per data centre."""
+    states read and written with a few statements, one incident check per data centre.
+
+    A settled customer (`_settled`) whose refresh brought what it last brought has only its
+    data time written, by one UPDATE for the batch, without reading its states."""
     now = now or timezone.now()
     seen = [found for item in items if (found := _observed(item))]
     if not seen:
         return []
     channels = channels_enabled()
     holds = holds_in_use(channels)
+    observed = {customer.pk: _observations(customer, item.groups, now) for customer, item in seen}
+    prints = {pk: _fingerprint(found, holds) for pk, found in observed.items()}
     events: list[AlertEvent] = []
     with transaction.atomic():
-        states = _states_locked([customer.pk for customer, _ in seen])
-        writes, results, flags = _StateWrites(), [], False
-        for customer, item in seen:
-            observed = _observations(customer, item.groups, now)
+        quiet = _settled_write(seen, prints, now)
+        rest = [(customer, item) for customer, item in seen if customer.pk not in quiet]
+        states = _states_locked([customer.pk for customer, _ in rest])
+        writes, results, flags, settled = _StateWrites(), [], False, {}
+        for customer, item in rest:
+            known = dict(states[customer.pk])
             transitions, flaps, changed = _observe_all(
-                customer, states[customer.pk], observed, item.ok, holds, now, writes
+                customer, states[customer.pk], observed[customer.pk], item.ok, holds, now, writes
             )
             flags = flags or changed
             results.append((customer, transitions, flaps))
+            if _is_settled(known, observed[customer.pk], item.ok, holds):
+                settled[customer.pk] = prints[customer.pk]
         writes.write()
         incidents = _upstream_checks(seen, now)
         events += incidents
@@ -328,7 +338,87 @@ def customers_observe(items: list[Refreshed], *, now: datetime | None = None) ->
                 events += _events(customer, transitions, flaps, channels, now)
         if flags or incidents:
             overlay_changed()
+        unsettled = [customer.pk for customer, _ in rest if customer.pk not in settled]
+        transaction.on_commit(lambda: _settled_remember(settled, unsettled))
     return events
+
+
+# --- settled customers: a steady refresh without reading the engine's memory ---------------------
+
+SETTLED_KEY = "alerts:settled:{}"
+SETTLED_TTL = 24 * 3600  # seconds; a customer not refreshed for a day is evaluated in full
+
+
+def _fingerprint(observed: list[Observed], holds: list[int]) -> str:
+    """What a refresh showed the engine (every subject's status and name) and the holds in use."""
+    seen = sorted((o.group_id, o.group_name[:200], o.status) for o in observed)
+    return hashlib.blake2b(repr((holds, seen)).encode(), digest_size=16).hexdigest()
+
+
+def _is_settled(states: dict[str, AlertState], observed: list[Observed], ok, holds) -> bool:
+    """True when evaluating the same observations again could change nothing but the
+    customer's data time: every subject known, at its status for the longest hold, heard by
+    every hold, no recent change, not flapping, and the customer's data not failing."""
+    if not ok or set(states) != {o.group_id for o in observed}:
+        return False
+    longest = max(holds, default=1)
+    for item in observed:
+        state = states[item.group_id]
+        if not (
+            state.status == item.status
+            and state.streak >= longest
+            and not state.changes
+            and not state.flapping
+            and all(state.confirmed.get(str(h)) == item.status for h in holds)
+            and (state.group_name == item.group_name[:200] or not item.group_name)
+        ):
+            return False
+    customer_level = states[""]
+    return customer_level.failing_since is None and customer_level.last_success_at is not None
+
+
+def _settled_write(seen, prints: dict[int, str], now: datetime) -> set[int]:
+    """Write the data time of the successful refreshes of settled customers whose
+    fingerprint is the one remembered, in one UPDATE per data time; their ids. The UPDATE
+    checks what the cache cannot vouch for (the data not failing, no gap longer than
+    stale_after since the last one): if any row fails it, none is taken this way."""
+    candidates = {customer.pk: customer for customer, item in seen if item.ok}
+    remembered = _cache_get_many([SETTLED_KEY.format(pk) for pk in candidates])
+    by_time: dict[datetime, list[int]] = {}
+    for pk, customer in candidates.items():
+        fetched = customer.data_fetched_at or customer.last_success_at
+        if fetched and remembered.get(SETTLED_KEY.format(pk)) == prints[pk]:
+            by_time.setdefault(fetched, []).append(pk)
+    quiet: set[int] = set()
+    for fetched, pks in by_time.items():
+        written = AlertState.objects.filter(
+            customer_id__in=pks, group_id="", failing_since__isnull=True, flapping=False,
+            last_success_at__gte=fetched - stale_after(), last_success_at__lte=fetched,
+        ).update(last_success_at=fetched, observed_at=now)  # fmt: skip
+        if written == len(pks):
+            quiet.update(pks)
+        # else: the others are evaluated in full, which writes these rows again, harmlessly
+    return quiet
+
+
+def _settled_remember(settled: dict[int, str], unsettled: list[int]) -> None:
+    """After the evaluation committed: remember the settled customers' fingerprints, forget
+    the others' (a failure or a change must be evaluated in full next time)."""
+    with contextlib.suppress(Exception):
+        if settled:
+            prints = {SETTLED_KEY.format(pk): fp for pk, fp in settled.items()}
+            cache.set_many(prints, SETTLED_TTL)
+        if unsettled:
+            cache.delete_many([SETTLED_KEY.format(pk) for pk in unsettled])
+
+
+def _cache_get_many(keys: list[str]) -> dict:
+    if not keys:
+        return {}
+    try:
+        return cache.get_many(keys)
+    except Exception:  # the cache is down: every customer is evaluated in full
+        return {}
 
 
 def _observed(item: Refreshed) -> tuple[Customer, Refreshed] | None:

@@ -311,3 +311,112 @@ def test_a_steady_customer_rewrites_only_its_own_data_time(
     bulk = "VALUES" if connection.vendor == "postgresql" else "CASE"  # msp_dashboard.db
     assert len(scattered) == 1 and bulk in scattered[0] and '"group_name"' not in scattered[0]
     assert AlertState.objects.get(customer=acme, group_id="G5").status == TROUBLE
+
+
+# --- settled customers: a steady refresh without reading the engine's memory --------------------
+
+
+def _state_reads(clock, customer, pairs, capture, **kwargs) -> tuple[int, int]:
+    """(SELECTs, UPDATEs) of alert states that one stored refresh of `pairs` runs."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        store(clock, customer, pairs, capture=capture, **kwargs)
+    sql = [q["sql"] for q in queries]
+    selects = [s for s in sql if s.startswith("SELECT") and 'FROM "alerts_alertstate"' in s]
+    updates = [s for s in sql if s.startswith('UPDATE "alerts_alertstate"')]
+    return len(selects), len(updates)
+
+
+def test_a_settled_customer_is_evaluated_without_reading_its_states_until_it_changes(
+    acme, listener, eager, django_capture_on_commit_callbacks
+):
+    """PERF: a customer whose subjects all held their status for the longest hold, heard by
+    every channel, is remembered as settled (its fingerprint in the cache); a refresh that
+    brings the same writes its data time with one UPDATE and reads no state. A change is
+    evaluated in full, so its alert goes out as before."""
+    channel("webhook", url=listener.hook())
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    steady = [(f"G{i}", UP) for i in range(6)]
+    assert _state_reads(clock, acme, steady, capture) == (1, 0)  # the baseline: new states
+    assert _state_reads(clock, acme, steady, capture)[0] == 1  # streak 2 of 2: now settled
+    assert _state_reads(clock, acme, steady, capture) == (0, 1)  # settled: no state read
+    assert AlertState.objects.get(customer=acme, group_id="").last_success_at == clock.now
+
+    changed = [("G0", DOWN), *steady[1:]]
+    assert _state_reads(clock, acme, changed, capture)[0] == 1  # evaluated in full
+    assert listener.received == []  # 1 of 2: held
+    assert _state_reads(clock, acme, changed, capture)[0] == 1
+    assert sorted(kinds(listener.received)) == [("problem", ""), ("problem", "G0")]
+
+
+def test_a_settled_customer_that_failed_is_evaluated_in_full_again(
+    acme, django_capture_on_commit_callbacks
+):
+    from django.core.cache import cache
+
+    from alerts.services import SETTLED_KEY
+    from portals.models import Customer
+    from portals.signals import refreshed_on_commit
+
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    steady = [("ERP", UP), ("Mail", UP)]
+    for _ in range(2):
+        store(clock, acme, steady, capture=capture)
+    assert cache.get(SETTLED_KEY.format(acme.pk))
+    clock.tick()
+    Customer.objects.filter(pk=acme.pk).update(
+        last_attempt_at=clock.now, last_error="timed out", last_error_kind="timeout"
+    )
+    with clock.at(), capture(execute=True):
+        refreshed_on_commit(acme.pk, ok=False)
+    assert cache.get(SETTLED_KEY.format(acme.pk)) is None  # forgotten
+    assert AlertState.objects.get(customer=acme, group_id="").failing_since == clock.now
+
+    assert _state_reads(clock, acme, steady, capture)[0] == 1  # the recovery, in full
+    customer_level = AlertState.objects.get(customer=acme, group_id="")
+    assert customer_level.failing_since is None and customer_level.status == UP
+
+
+def test_a_settled_customer_back_after_a_gap_has_the_gap_recorded(
+    acme, django_capture_on_commit_callbacks
+):
+    """The fingerprint cannot vouch for the time since the last data: a refresh after a gap
+    longer than stale_after is evaluated in full, and the gap recorded (availability)."""
+    from alerts.models import DataGap
+    from portals.status import stale_after
+
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    steady = [("ERP", UP)]
+    for _ in range(3):
+        store(clock, acme, steady, capture=capture)
+    last = clock.now
+    gap = 3 * stale_after().total_seconds()
+    assert _state_reads(clock, acme, steady, capture, advance=gap)[0] == 1
+    recorded = DataGap.objects.get(customer=acme)
+    assert (recorded.start, recorded.end) == (last + stale_after(), clock.now)
+
+
+def test_with_the_cache_down_every_refresh_is_evaluated_in_full(
+    acme, listener, eager, django_capture_on_commit_callbacks, settings
+):
+    """REL-10: nothing is remembered as settled, nothing fails, and alerts still go out."""
+    from django.core.cache import caches
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+    caches.close_all()
+    channel("webhook", url=listener.hook())
+    clock, capture = Clock(), django_capture_on_commit_callbacks
+    steady = [("ERP", UP)]
+    for _ in range(3):
+        assert _state_reads(clock, acme, steady, capture)[0] == 1
+    for _ in range(2):
+        store(clock, acme, [("ERP", DOWN)], capture=capture)
+    assert sorted(kinds(listener.received)) == [("problem", ""), ("problem", "ERP")]
