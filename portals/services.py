@@ -30,7 +30,18 @@ from datetime import datetime, timedelta
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, CharField, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+    prefetch_related_objects,
+)
 from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -469,8 +480,11 @@ def customers_refresh_batch(*, customer_ids: list[int]) -> list[RefreshOutcome]:
     outcome; one that should retry is retried on its own), then store every successful fetch
     in one transaction (`customers_store_fetched`), as fetched at the batch's start: a few
     statements for the batch instead of a transaction per customer."""
-    rows = Customer.objects.select_related("msp_credential").filter(pk__in=customer_ids)
-    customers = {customer.pk: customer for customer in rows}
+    customers = {customer.pk: customer for customer in Customer.objects.filter(pk__in=customer_ids)}
+    # An OAuth customer's credential is its MSP identity, read for those only (one query);
+    # legacy customers use their own portal authtoken (no join with the credentials).
+    oauth = [c for c in customers.values() if c.auth_generation == AuthGeneration.OAUTH]
+    prefetch_related_objects(oauth, "msp_credential")
     credentials = credentials_for_customers(customers.values())
     started, fetched, outcomes = timezone.now(), [], []
     ready = [pk for pk, c in customers.items() if credentials[pk] and not _skip_reason(c, started)]

@@ -182,6 +182,26 @@ def test_a_batch_counts_its_budget_units_in_one_round_trip(simulator, redis_url)
     assert sent == [{"transaction": True}]  # one MULTI for the three calls
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("generation", ["legacy", "oauth"])
+def test_a_batch_reads_an_msp_identity_only_for_oauth_customers(simulator, generation):
+    """A batch reads its customers without joining the credentials, then their credentials in
+    one query: the legacy customers' portal authtokens, or the OAuth customers' MSP identity
+    (not one query per customer)."""
+    from .refresh_support import oauth_customers
+
+    found = legacy_customers(simulator, count=3) if generation == "legacy" else None
+    found = found or oauth_customers(simulator)[:3]
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = customers_refresh_batch(customer_ids=[c.pk for c in found])
+    assert [o.result for o in outcomes] == ["ok"] * 3
+    reads = [q["sql"] for q in queries if q["sql"].startswith("SELECT")]
+    first = reads[0]
+    assert 'FROM "portals_customer"' in first and "JOIN" not in first
+    credential_reads = [sql for sql in reads if 'FROM "tokens_credential"' in sql]
+    assert len(credential_reads) == 1  # the portal authtokens, or the MSP identity
+
+
 # --- a round all at once -------------------------------------------------------------------------
 
 
