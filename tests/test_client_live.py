@@ -411,6 +411,21 @@ def test_connections_are_reused(sim, client, world):
     assert counters["connections"] == 1
 
 
+def test_the_adapter_keeps_each_origins_pool_and_closing_it_closes_them(sim, client, world):
+    """PooledAdapter keeps each origin's connection pool at hand (one connection for many
+    calls: test_connections_are_reused); closing the adapter (Transport.close) closes every
+    pool it kept."""
+    access = oauth_tokens(client, world).access_token
+    first = world["customers"][0]
+    client.current_status(access_token=access, zaaid=first["zaaid"])
+    adapter = client._transport.session().get_adapter(sim.url)
+    (kept,) = adapter._pools.values()
+    assert client.current_status(access_token=access, zaaid=first["zaaid"]) == oauth_groups(first)
+    assert list(adapter._pools.values()) == [kept]
+    adapter.close()
+    assert kept.pool is None and adapter._pools == {}
+
+
 # --- canary: no secret in any log record at DEBUG ------------------------------------------------
 
 
