@@ -433,6 +433,8 @@ def _observed(item: Refreshed) -> tuple[Customer, Refreshed] | None:
 
 def _states_locked(customer_ids: list[int]) -> dict[int, dict[str, AlertState]]:
     states: dict[int, dict[str, AlertState]] = {pk: {} for pk in customer_ids}
+    if not customer_ids:  # every customer of the batch settled
+        return states
     locked = AlertState.objects.select_for_update().filter(customer_id__in=customer_ids)
     for state in locked.order_by("pk"):
         states[state.customer_id][state.group_id] = state
@@ -462,7 +464,8 @@ class _StateWrites:
     def write(self) -> None:
         if self.vanished:
             AlertState.objects.filter(pk__in=self.vanished).delete()
-        AlertState.objects.bulk_create(self.new, ignore_conflicts=True)  # a racing first look
+        if self.new:
+            AlertState.objects.bulk_create(self.new, ignore_conflicts=True)  # a racing first look
         rows_write(self.changed)
 
 

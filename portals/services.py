@@ -1058,9 +1058,11 @@ class _GroupPlan:
     def write(self) -> None:
         if self.vanished:
             MonitorGroup.objects.filter(pk__in=self.vanished).delete()
-        MonitorGroup.objects.bulk_create(self.new, batch_size=500)
+        if self.new:
+            MonitorGroup.objects.bulk_create(self.new, batch_size=500)
         rows_write(self.changed)
-        StatusChange.objects.bulk_create(self.changes, batch_size=500)
+        if self.changes:
+            StatusChange.objects.bulk_create(self.changes, batch_size=500)
 
 
 def _group_change(row: Customer, group: MonitorGroup, old: int | None, now) -> StatusChange:
