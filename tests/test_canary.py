@@ -168,10 +168,7 @@ def test_refreshes_through_every_answer_leak_nothing(setup, capture, sent, texts
 
 
 def test_an_exception_inside_the_refresh_task_leaks_nothing(setup, capture, monkeypatch):
-    def explode(self, request, **kwargs):
-        raise RuntimeError("the network stack broke")
-
-    monkeypatch.setattr(requests.Session, "send", explode)
+    _explode_in_the_client(monkeypatch)
     with pytest.raises(RuntimeError) as info:
         refresh_customer.run(setup["customer"].pk)
     texts = [str(info.value), repr(info.value), "".join(traceback.format_exception(info.value))]
@@ -254,10 +251,11 @@ def _explode_in_the_client(monkeypatch):
     """The HTTP stack fails inside the client, deep under credential_test, while the
     decrypted token sits in local variables of several frames."""
 
-    def explode(self, request, **kwargs):
+    def explode(self, request, *args, **kwargs):
         raise RuntimeError("the network stack broke")
 
-    monkeypatch.setattr(requests.Session, "send", explode)
+    # requests' adapter: the layer the transport sends through (http.PooledAdapter's parent)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", explode)
 
 
 @pytest.mark.parametrize("debug", [False, True])
