@@ -102,6 +102,15 @@ def cache_get(key: str):
         return None
 
 
+def cache_get_many(keys: list[str]) -> dict:
+    if not keys:
+        return {}
+    try:
+        return cache.get_many(keys)
+    except Exception:
+        return {}
+
+
 def cache_set(key: str, value, timeout: int) -> None:
     with contextlib.suppress(Exception):
         cache.set(key, value, timeout)
@@ -383,7 +392,7 @@ def _settled_write(seen, prints: dict[int, str], now: datetime) -> set[int]:
     checks what the cache cannot vouch for (the data not failing, no gap longer than
     stale_after since the last one): if any row fails it, none is taken this way."""
     candidates = {customer.pk: customer for customer, item in seen if item.ok}
-    remembered = _cache_get_many([SETTLED_KEY.format(pk) for pk in candidates])
+    remembered = cache_get_many([SETTLED_KEY.format(pk) for pk in candidates])  # down: {}
     by_time: dict[datetime, list[int]] = {}
     for pk, customer in candidates.items():
         fetched = customer.data_fetched_at or customer.last_success_at
@@ -410,15 +419,6 @@ def _settled_remember(settled: dict[int, str], unsettled: list[int]) -> None:
             cache.set_many(prints, SETTLED_TTL)
         if unsettled:
             cache.delete_many([SETTLED_KEY.format(pk) for pk in unsettled])
-
-
-def _cache_get_many(keys: list[str]) -> dict:
-    if not keys:
-        return {}
-    try:
-        return cache.get_many(keys)
-    except Exception:  # the cache is down: every customer is evaluated in full
-        return {}
 
 
 def _observed(item: Refreshed) -> tuple[Customer, Refreshed] | None:

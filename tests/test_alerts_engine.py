@@ -399,19 +399,9 @@ def test_a_settled_customer_back_after_a_gap_has_the_gap_recorded(
 
 
 def test_with_the_cache_down_every_refresh_is_evaluated_in_full(
-    acme, listener, eager, django_capture_on_commit_callbacks, settings
+    acme, listener, eager, django_capture_on_commit_callbacks, cache_down
 ):
     """REL-10: nothing is remembered as settled, nothing fails, and alerts still go out."""
-    from django.core.cache import caches
-
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
-            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
-        }
-    }
-    caches.close_all()
     channel("webhook", url=listener.hook())
     clock, capture = Clock(), django_capture_on_commit_callbacks
     steady = [("ERP", UP)]

@@ -5,19 +5,10 @@ import logging
 
 import pytest
 from django.contrib.sessions.models import Session
-from django.core.cache import caches
 
 from msp_dashboard.sessions import SESSION_CACHE_SECONDS, SessionStore
 
 pytestmark = pytest.mark.django_db
-
-DEAD_CACHE = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
-        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
-    }
-}
 
 
 def _saved(data: dict) -> SessionStore:
@@ -43,9 +34,9 @@ def test_a_session_is_cached_for_a_few_minutes_and_read_from_the_cache(
     assert store._cache_timeout() == SESSION_CACHE_SECONDS  # not the 12-hour session age
 
 
-def test_with_the_cache_down_sessions_are_read_saved_and_deleted_in_the_database(settings, caplog):
-    settings.CACHES = DEAD_CACHE
-    caches.close_all()
+def test_with_the_cache_down_sessions_are_read_saved_and_deleted_in_the_database(
+    cache_down, caplog
+):
     with caplog.at_level(logging.WARNING, logger="msp_dashboard.sessions"):
         store = _saved({"who": "noc"})  # saved, not cached
         assert SessionStore(store.session_key).load() == {"who": "noc"}
