@@ -61,13 +61,6 @@ class RejectAllCookies(DefaultCookiePolicy):
         return False
 
 
-class _NoAuth(requests.auth.AuthBase):
-    """Leaves the request alone; being set stops requests from reading ~/.netrc credentials."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return request
-
-
 def origin_of(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an absolute http(s) URL; ConfigurationError otherwise."""
     parts = urlsplit(url)
@@ -121,7 +114,6 @@ class Transport:
         session = requests.Session()
         session.trust_env = False  # read once per origin instead (`environment`)
         session.cookies.set_policy(RejectAllCookies())
-        session.auth = _NoAuth()
         adapter = PooledAdapter(pool_connections=8, pool_maxsize=POOL_SIZE, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
