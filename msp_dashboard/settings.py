@@ -117,7 +117,8 @@ REDIS_URL = env("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's RedisCache, keeping its Redis client (msp_dashboard/cache.py).
+            "BACKEND": "msp_dashboard.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="msp"),
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},

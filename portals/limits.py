@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import time
-import weakref
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -118,7 +117,7 @@ def _count_in_redis(keys: list[tuple[str, str]], *, ttl: int) -> list[tuple[int,
     integers as plain Redis integers), so cache.get/incr/decr see the same counters. Django's
     RedisCache has no public pipeline, hence its client."""
     backend = caches["default"]
-    pipe = _redis_client(backend._cache).pipeline(transaction=True)
+    pipe = backend._cache.get_client(write=True).pipeline(transaction=True)
     for current, previous in keys:
         key = backend.make_and_validate_key(current)
         pipe.set(key, 0, ex=ttl, nx=True)
@@ -126,18 +125,6 @@ def _count_in_redis(keys: list[tuple[str, str]], *, ttl: int) -> list[tuple[int,
         pipe.get(backend.make_and_validate_key(previous))
     answers = pipe.execute()
     return [(int(answers[i + 1]), int(answers[i + 2] or 0)) for i in range(0, len(answers), 3)]
-
-
-_CLIENTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _redis_client(cache_client):
-    """The Redis client of Django's cache client (one per thread), made once: Django makes a
-    new one, around the same connection pool, on every call (4 % of a refresh's CPU)."""
-    client = _CLIENTS.get(cache_client)
-    if client is None:
-        client = _CLIENTS[cache_client] = cache_client.get_client(write=True)
-    return client
 
 
 @contextlib.contextmanager
