@@ -410,3 +410,37 @@ def test_with_the_cache_down_every_refresh_is_evaluated_in_full(
     for _ in range(2):
         store(clock, acme, [("ERP", DOWN)], capture=capture)
     assert sorted(kinds(listener.received)) == [("problem", ""), ("problem", "ERP")]
+
+
+def test_a_process_reads_the_channels_anew_only_when_they_change(
+    django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    """The enabled channels are kept by the process under the channels' version: a batch
+    after the first reads no channel row, and a change (committed) is seen at once."""
+    from django.core.cache import cache
+
+    from alerts.models import AlertChannel
+    from alerts.services import CHANNELS_VERSION, channel_save, channels_enabled, version
+
+    first = channel("webhook", url="https://hooks.example.test/a", name="A")
+    assert [c.name for c in channels_enabled()] == ["A"]
+    cache.delete(f"alerts:channels:{version(CHANNELS_VERSION)}")  # kept in the process
+    with django_assert_num_queries(0):
+        assert [c.name for c in channels_enabled()] == ["A"]
+    with django_capture_on_commit_callbacks(execute=True):
+        channel_save(channel=AlertChannel(name="B", kind="email", recipients="noc@example.test"))
+    assert sorted(c.name for c in channels_enabled()) == ["A", "B"]
+    first.enabled = False
+    with django_capture_on_commit_callbacks(execute=True):
+        channel_save(channel=first)
+    assert [c.name for c in channels_enabled()] == ["B"]
+
+
+def test_with_the_cache_down_the_channels_are_read_every_time(cache_down):
+    from alerts.models import AlertChannel
+    from alerts.services import channels_enabled
+
+    channel("webhook", url="https://hooks.example.test/a", name="A")
+    assert [c.name for c in channels_enabled()] == ["A"]
+    AlertChannel.objects.update(enabled=False)  # no version to bump: nothing kept either
+    assert channels_enabled() == []
