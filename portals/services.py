@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import (
     Case,
     CharField,
@@ -38,11 +38,9 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
-    Value,
     When,
     prefetch_related_objects,
 )
-from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -657,18 +655,30 @@ def leases_take(customer_ids: list[int]) -> dict[int, str]:
         return {}
     now, prefix = timezone.now(), uuid.uuid4().hex[:12]  # 12 + 1 + up to 19 digits <= 32
     tokens = {pk: f"{prefix}-{pk}" for pk in customer_ids}
-    taken = (
-        Customer.objects.filter(pk__in=customer_ids)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
-        .update(
-            lease_until=now + lease_timeout(),
-            lease_token=Concat(Value(f"{prefix}-"), Cast("pk", output_field=CharField())),
-        )
-    )
+    taken = _leases_update(list(tokens), f"{prefix}-", now, now + lease_timeout())
     if taken < len(tokens):
         held = Customer.objects.filter(lease_token__in=tokens.values()).values_list("pk", flat=True)
         tokens = {pk: tokens[pk] for pk in held}
     return tokens
+
+
+def _leases_update(pks: list[int], prefix: str, now: datetime, until: datetime) -> int:
+    """The UPDATE of `leases_take`, written out: each free lease of these customers set to
+    `until` with the token prefix + id. The ORM's version (Concat, Cast, two Q objects) cost
+    three times the statement's own time to compile, on every batch."""
+    connection = connections[Customer.objects.db]
+    field, quote = Customer._meta.get_field("lease_until"), connection.ops.quote_name
+    names = (Customer._meta.db_table, "lease_until", "lease_token", "id")
+    table, lease, token, pk = (quote(name) for name in names)  # our names; values are params
+    sql = (
+        f"UPDATE {table} SET {lease} = %s, {token} = %s || CAST({pk} AS TEXT) "  # noqa: S608
+        f"WHERE {pk} IN ({', '.join(['%s'] * len(pks))}) "
+        f"AND ({lease} IS NULL OR {lease} <= %s)"
+    )
+    until, now = (field.get_db_prep_value(t, connection) for t in (until, now))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [until, prefix, *pks, now])
+        return cursor.rowcount
 
 
 def leases_release(tokens: Iterable[str | None]) -> None:
