@@ -39,7 +39,7 @@ from msp_dashboard.site24x7 import (
     mask_secret,
 )
 from msp_dashboard.site24x7.classify import parse_retry_after
-from msp_dashboard.site24x7.http import POOL_SIZE
+from msp_dashboard.site24x7.http import POOL_SIZE, PooledAdapter
 
 API = "https://www.site24x7.com"
 ZOHO = "https://accounts.zoho.com"
@@ -808,7 +808,17 @@ class _RawServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 continue
-            if self.mode == "reset":
+            if self.mode == "cookie":  # one keep-alive answer that sets a cookie
+                conn.recv(65536)
+                body = b'{"code": 0, "data": []}'
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Set-Cookie: clientportal=LEAK; Path=/\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                self.held.append(conn)
+            elif self.mode == "reset":
                 conn.recv(65536)
                 conn.setsockopt(
                     socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
@@ -843,6 +853,25 @@ def test_hang_becomes_transient_error_within_read_timeout(raw_server):
     assert time.monotonic() - started < 1.5
     assert info.value.__context__ is None
     c.close()
+
+
+@pytest.mark.parametrize("raw_server", ["cookie"], indirect=True)
+@pytest.mark.parametrize("adapter_class", [PooledAdapter, requests.adapters.HTTPAdapter])
+def test_the_adapter_copies_no_cookie_into_the_response(raw_server, adapter_class):
+    """Our adapter answers as requests' does (status, headers, body, url), without the cookie
+    jar requests fills from Set-Cookie (no one reads it); requests' own does fill it."""
+    prepared = requests.Request("GET", raw_server.url + "/api/x").prepare()
+    adapter = adapter_class()
+    try:
+        response = adapter.send(prepared, timeout=(1, 1))
+        assert response.status_code == 200 and response.json() == {"code": 0, "data": []}
+        assert response.headers["Set-Cookie"] == "clientportal=LEAK; Path=/"
+        assert response.url == raw_server.url + "/api/x" and response.connection is adapter
+        assert response.raw._original_response is not None  # hidden only for the call
+        kept = dict(response.cookies)
+    finally:
+        adapter.close()
+    assert kept == ({} if adapter_class is PooledAdapter else {"clientportal": "LEAK"})
 
 
 @pytest.mark.parametrize("raw_server", ["reset"], indirect=True)

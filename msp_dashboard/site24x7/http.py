@@ -255,6 +255,21 @@ class PooledAdapter(HTTPAdapter):
             self._pools[key] = pool
         return pool
 
+    def build_response(self, req, resp) -> requests.Response:
+        """requests' own, without copying the answer's Set-Cookie headers into the response's
+        cookie jar: no one reads it (our sessions refuse cookies; a login's cookie is passed
+        by hand), and the jar with its mock request and response was 3 % of a worker's CPU
+        per call. requests skips that copy for a urllib3 response without its http.client
+        response, so the latter is hidden for the call."""
+        original = getattr(resp, "_original_response", None)
+        if original is None:
+            return super().build_response(req, resp)
+        resp._original_response = None
+        try:
+            return super().build_response(req, resp)
+        finally:
+            resp._original_response = original
+
     def close(self) -> None:
         super().close()
         pools, self._pools = list(self._pools.values()), {}
