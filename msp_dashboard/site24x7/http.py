@@ -28,7 +28,9 @@ from requests.adapters import HTTPAdapter
 
 from .classify import Context, check_response
 from .errors import ConfigurationError, Site24x7Error, TransientError
+from .headers import install as install_header_parser
 
+install_header_parser()  # http.client's, cheap for plain header blocks (headers.py)
 logger = logging.getLogger("msp_dashboard.site24x7")
 
 POOL_SIZE = 32
