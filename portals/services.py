@@ -433,13 +433,27 @@ def _batches(pks: list[int]) -> list[int | list[int]]:
         return list(pks)
     fixed = int(settings.REFRESH_BATCH_SIZE) > 0
     lengths = itertools.repeat(size) if fixed else _staggered(size)
-    messages, start = [], 0
+    last = 0 if fixed else _last_wave(len(pks), size)
+    messages, start, end = [], 0, len(pks) - last
     for length in lengths:
-        if start >= len(pks):
+        if start >= end:
             break
-        messages.append(pks[start : start + length])
+        messages.append(pks[start : min(start + length, end)])
         start += length
+    small = max(1, size // 4)
+    messages += [pks[i : i + small] for i in range(end, len(pks), small)]
     return messages
+
+
+def _last_wave(due: int, size: int) -> int:
+    """Customers sent at the end of a round in small batches (a quarter of the size), one per
+    worker thread: a thread that takes a last full batch ends up to a batch's time after the
+    others, idle meanwhile (at 1,000 customers, 100 ms and 32 threads: 0.5 s of a 4.2 s round,
+    and 0.2 s with this wave). 0 for a round too small to have one."""
+    threads, small = max(2, int(settings.REFRESH_CONCURRENCY)), max(1, size // 4)
+    if small == size or due < 2 * threads * size:
+        return 0
+    return threads * small
 
 
 def _staggered(size: int) -> Iterator[int]:

@@ -256,8 +256,9 @@ def test_the_batch_size_follows_the_round(settings):
 def test_the_first_waves_batches_are_spread_so_they_do_not_end_together(settings):
     """Automatic batches: the first one per worker thread range from half to one and a half
     times the size (every thread starts at once; equal batches would all be stored at the
-    same moment), the rest are the size; every customer goes out once, in order. A size set
-    in REFRESH_BATCH_SIZE is kept as it is."""
+    same moment), the last one per thread is a quarter of it (the threads end together), the
+    rest are the size; every customer goes out once, in order. A size set in
+    REFRESH_BATCH_SIZE is kept as it is."""
     from portals.services import _batches
 
     settings.REFRESH_CONCURRENCY, settings.REFRESH_BATCH_SIZE = 32, 0
@@ -267,6 +268,18 @@ def test_the_first_waves_batches_are_spread_so_they_do_not_end_together(settings
     first = [len(batch) for batch in batches[:32]]
     assert first == sorted(first) and (first[0], first[-1]) == (4, 12)
     assert sum(first) == 32 * 8 and len(set(first)) >= 8
-    assert {len(batch) for batch in batches[32:-1]} == {8}
+    assert [len(batch) for batch in batches[-32:]] == [2] * 32
+    assert {len(batch) for batch in batches[32:-33]} == {8}
+    assert len(batches) == 32 + (1000 - 256 - 64) // 8 + 32
     settings.REFRESH_BATCH_SIZE = 8
     assert {len(batch) for batch in _batches(pks)} == {8}
+
+
+def test_the_last_wave_of_a_smaller_round(settings):
+    from portals.services import _batches
+
+    settings.REFRESH_CONCURRENCY, settings.REFRESH_BATCH_SIZE = 32, 0
+    assert _batches(list(range(1, 101))) == list(range(1, 101))  # one message each already
+    batches = _batches(list(range(1, 201)))  # size 2: the last 32 customers one by one
+    assert [pk for batch in batches for pk in batch] == list(range(1, 201))
+    assert batches[-32:] == [[pk] for pk in range(169, 201)]
