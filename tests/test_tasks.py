@@ -20,6 +20,7 @@ from portals.services import (
 from portals.tasks import refresh_customer, refresh_due
 from tokens.models import Credential, CredentialState
 
+from .conftest import need
 from .refresh_support import (
     PublishLog,
     calls,
@@ -283,3 +284,43 @@ def test_the_last_wave_of_a_smaller_round(settings):
     batches = _batches(list(range(1, 201)))  # size 2: the last 32 customers one by one
     assert [pk for batch in batches for pk in batch] == list(range(1, 201))
     assert batches[-32:] == [[pk] for pk in range(169, 201)]
+
+
+def _queued(app) -> int:
+    """Messages waiting in the default queue of the broker the app points at."""
+    with app.connection_for_read() as conn:
+        return conn.default_channel.queue_declare(app.conf.task_default_queue, passive=True)[1]
+
+
+@pytest.mark.parametrize("broker", ["redis", "filesystem"])
+def test_a_round_reaches_the_broker_whole_through_one_redis_client(broker, tmp_path, monkeypatch):
+    """Every planned message is in the queue afterwards, on Redis and on the demo's
+    filesystem broker. On Redis the channel keeps its client: kombu built one per message."""
+    from kombu.transport import redis as kombu_redis
+
+    from portals.services import refreshes_enqueue
+
+    redis_url = os.environ.get("REDIS_URL", "")
+    need(broker == "filesystem" or bool(redis_url), "Redis (REDIS_URL)")
+    made = []
+    original = kombu_redis.Channel._create_client
+    monkeypatch.setattr(  # a spy on kombu, not a stub: the client is still made and used
+        kombu_redis.Channel, "_create_client",
+        lambda self, asynchronous=False: made.append(asynchronous) or original(self, asynchronous),
+    )  # fmt: skip
+    options = dict(app.conf.broker_transport_options)
+    try:
+        use_test_broker(app, tmp_path, redis_url if broker == "redis" else "")
+        purge(app)
+        planned = [([pk, pk + 1000], 0.0) for pk in range(1, 41)]
+        made.clear()
+        refreshes_enqueue(planned, expires=timezone.now() + timedelta(minutes=5))
+        refreshes_enqueue(planned[:5], expires=timezone.now() + timedelta(minutes=5))
+        publishing = made.count(False)  # synchronous clients built (not BRPOP's)
+        assert _queued(app) == 45
+        purge(app)
+    finally:  # the broker the other tests use
+        app.conf.broker_transport_options = options
+        use_test_broker(app, tmp_path / "after", redis_url)
+    if broker == "redis":
+        assert publishing <= 1  # 45 before: one per message
