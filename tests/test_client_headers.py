@@ -71,6 +71,7 @@ def test_each_kind_of_block_parses_as_http_client_parses_it(data):
 def test_random_blocks_parse_as_http_client_parses_them():
     rng = random.Random(7)
     alphabet = [b"a", b"Z", b"-", b":", b" ", b"\t", b"\r", b"\xe9", b";", b"=", b"From "]
+    alphabet += [b"\x85", b"\x0b", b"\x0c", b"\x1c", b"\x00", b"\x7f"]  # other line breaks
     for _ in range(2000):
         lines = []
         for _ in range(rng.randint(0, 6)):
