@@ -6,7 +6,7 @@ block whose every line is a plain `Name: value` (what Site24x7, and nearly every
 sends) is read here into the same `HTTPMessage`, header by header as the email parser stores
 them (policy compat32: the name as sent, the value without its leading blanks and line end),
 with the same empty body. Any other block (a folded line, a line without a name, a stray CR,
-an envelope line, a multipart type) goes to the email parser exactly as before, so its
+an envelope line, a multipart or message type) goes to the email parser exactly as before, so its
 result and its defects do not change. The limits (line length, number of headers) are
 http.client's own.
 
@@ -59,8 +59,8 @@ def _plain(text: list[str], message_class):
             return None
         name, value = line.split(":", 1)
         message.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
-    if message.get_content_maintype() == "multipart":  # the email parser adds a defect
-        return None
+    if message.get_content_maintype() in ("multipart", "message"):  # the email parser
+        return None  # nests a message in these (or notes a defect): its result, not ours
     message.set_payload("")
     return message
 
