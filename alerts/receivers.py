@@ -20,6 +20,14 @@ def on_customers_refreshed(sender, items, **kwargs) -> None:
         logger.exception("alerts: evaluating the refresh of customers %s failed", ids)
 
 
+def on_channels_changed(sender, **kwargs) -> None:
+    """An alert channel, its groups or a customer group changed: the channels' version moves
+    on commit, so every process reads the enabled channels anew."""
+    from .services import channels_changed
+
+    channels_changed()
+
+
 def on_grid_loading(sender, request, filters, now, **kwargs):
     """portals.signals.grid_loading: the callable that annotates this user's rows."""
     from .overlay import grid_annotator

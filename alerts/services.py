@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import logging
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -157,17 +158,25 @@ class ChannelInfo:
         return not self.groups or bool(self.groups & customer_groups)
 
 
-# (channels version, channels) this process read last: a batch then reads one cache key, not
-# two and an unpickled list. A new version (any channel change, or the cache lost) reads anew.
-_channels_kept: tuple[str, list[ChannelInfo]] = ("", [])
+def channels_changed() -> None:
+    """The channels' routing changed (a channel, its groups, a customer group): on commit,
+    every process reads them anew."""
+    transaction.on_commit(lambda: _bump(CHANNELS_VERSION))
+
+
+# (channels version, when read, channels) this process read last: a batch then reads one cache
+# key, not two and an unpickled list. A new version (any channel change, or the cache lost)
+# reads anew, and so does the first batch after CHANNELS_KEPT_S, as the cache entry expires.
+CHANNELS_KEPT_S = 3600
+_channels_kept: tuple[str, float, list[ChannelInfo]] = ("", 0.0, [])
 
 
 def channels_enabled() -> list[ChannelInfo]:
     """The enabled channels (cached until a channel changes)."""
     global _channels_kept
     current = version(CHANNELS_VERSION)
-    kept_version, kept = _channels_kept
-    if kept_version == current:
+    kept_version, kept_at, kept = _channels_kept
+    if kept_version == current and time.monotonic() - kept_at < CHANNELS_KEPT_S:
         return kept
     key = f"alerts:channels:{current}"
     found = cache_get(key)
@@ -184,8 +193,8 @@ def channels_enabled() -> list[ChannelInfo]:
             )
             for c in AlertChannel.objects.filter(enabled=True).prefetch_related("customer_groups")
         ]
-        cache_set(key, found, 3600)
-    _channels_kept = (current, found)
+        cache_set(key, found, CHANNELS_KEPT_S)
+    _channels_kept = (current, time.monotonic(), found)
     return found
 
 

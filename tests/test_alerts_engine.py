@@ -444,3 +444,29 @@ def test_with_the_cache_down_the_channels_are_read_every_time(cache_down):
     assert [c.name for c in channels_enabled()] == ["A"]
     AlertChannel.objects.update(enabled=False)  # no version to bump: nothing kept either
     assert channels_enabled() == []
+
+
+def test_a_deleted_customer_group_or_an_old_memo_reads_the_channels_anew(
+    django_assert_num_queries, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Deleting a group a channel routes to (a cascade no channel_save sees) gives the channels
+    a new version; and a process re-reads them after CHANNELS_KEPT_S whatever the version."""
+    from alerts import services
+    from portals.models import CustomerGroup
+
+    gold = CustomerGroup.objects.create(name="Gold")
+    channel("webhook", url="https://hooks.example.test/a", name="A", groups=[gold])
+    assert [c.groups for c in services.channels_enabled()] == [frozenset({gold.pk})]
+    with django_capture_on_commit_callbacks(execute=True):
+        gold.delete()
+    assert [c.groups for c in services.channels_enabled()] == [frozenset()]  # every customer
+
+    with django_assert_num_queries(0):
+        services.channels_enabled()
+    later = services.time.monotonic() + services.CHANNELS_KEPT_S + 1
+    monkeypatch.setattr(services.time, "monotonic", lambda: later)
+    from django.core.cache import cache
+
+    cache.delete(f"alerts:channels:{services.version(services.CHANNELS_VERSION)}")
+    with django_assert_num_queries(2):  # the channels and their groups
+        assert [c.name for c in services.channels_enabled()] == ["A"]
