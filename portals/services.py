@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import connections, router, transaction
 from django.db.models import (
     Case,
     CharField,
@@ -418,7 +418,8 @@ def batch_size_for(due: int) -> int:
     when 0, one each up to 4 x REFRESH_CONCURRENCY (a small MSP: every refresh starts at once),
     then the size that makes at most four messages per worker thread (so the threads finish
     together: 1,000 customers on 32 threads are 125 batches of 8, not 143 of 7, where some
-    threads would take a fifth), at most BATCH_MAX."""
+    threads would take a fifth), at most BATCH_MAX. `_batches` then sends the round's last
+    customers as one more wave of smaller batches (`_last_wave`)."""
     fixed = int(settings.REFRESH_BATCH_SIZE)
     if fixed > 0:
         return fixed
@@ -680,9 +681,10 @@ def _leases_update(pks: list[int], prefix: str, now: datetime, until: datetime) 
     """The UPDATE of `leases_take`, written out: each free lease of these customers set to
     `until` with the token prefix + id. The ORM's version (Concat, Cast, two Q objects) cost
     three times the statement's own time to compile, on every batch."""
-    connection = connections[Customer.objects.db]
-    field, quote = Customer._meta.get_field("lease_until"), connection.ops.quote_name
-    names = (Customer._meta.db_table, "lease_until", "lease_token", "id")
+    db = router.db_for_write(Customer)
+    connection, meta = connections[db], Customer._meta
+    field, quote = meta.get_field("lease_until"), connection.ops.quote_name
+    names = (meta.db_table, field.column, meta.get_field("lease_token").column, meta.pk.column)
     table, lease, token, pk = (quote(name) for name in names)  # our names; values are params
     sql = (
         f"UPDATE {table} SET {lease} = %s, {token} = %s || CAST({pk} AS TEXT) "  # noqa: S608
@@ -690,7 +692,7 @@ def _leases_update(pks: list[int], prefix: str, now: datetime, until: datetime) 
         f"AND ({lease} IS NULL OR {lease} <= %s)"
     )
     until, now = (field.get_db_prep_value(t, connection) for t in (until, now))
-    with connection.cursor() as cursor:
+    with transaction.mark_for_rollback_on_error(using=db), connection.cursor() as cursor:
         cursor.execute(sql, [until, prefix, *pks, now])
         return cursor.rowcount
 
