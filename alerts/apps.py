@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import m2m_changed, post_delete, post_migrate, post_save
 
 
 class AlertsConfig(AppConfig):
@@ -6,8 +7,6 @@ class AlertsConfig(AppConfig):
     verbose_name = "Alerts, acknowledgements and availability"
 
     def ready(self):
-        from django.db.models.signals import m2m_changed, post_delete, post_migrate, post_save
-
         from portals import queries
         from portals.models import CustomerGroup
         from portals.signals import (
@@ -27,22 +26,11 @@ class AlertsConfig(AppConfig):
         grid_loading.connect(receivers.on_grid_loading, dispatch_uid="alerts-grid-rows")
         grid_loaded.connect(receivers.on_grid_loaded, dispatch_uid="alerts-grid")
         customer_page_loaded.connect(receivers.on_customer_page, dispatch_uid="alerts-customer")
-        for model in (Silence, UpstreamIncident):
-            for signal in (post_save, post_delete):
-                signal.connect(
-                    receivers.on_silence_or_incident_saved,
-                    sender=model,
-                    dispatch_uid=f"alerts-overlay-{model.__name__}-{signal}",
-                )
+        overlay = receivers.on_silence_or_incident_saved
+        _on_save_or_delete((Silence, UpstreamIncident), overlay, "overlay")
         # Whatever changes the channels' routing, through any path (admin, a group deleted),
         # gives them a new version: a worker reads them anew at its next batch.
-        for model in (AlertChannel, CustomerGroup):
-            for signal in (post_save, post_delete):
-                signal.connect(
-                    receivers.on_channels_changed,
-                    sender=model,
-                    dispatch_uid=f"alerts-channels-{model.__name__}-{signal}",
-                )
+        _on_save_or_delete((AlertChannel, CustomerGroup), receivers.on_channels_changed, "channels")
         m2m_changed.connect(
             receivers.on_channels_changed,
             sender=AlertChannel.customer_groups.through,
@@ -51,3 +39,11 @@ class AlertsConfig(AppConfig):
         post_migrate.connect(receivers.grant_role_permissions, sender=self)
         secret_store_register("alert channels", channels_rotate_keys)  # rotate_token_keys
         queries.EXTRA_PARAMS.add(AVAIL_PARAM)  # ?avail=24h|7d|30d stays in every grid URL
+
+
+def _on_save_or_delete(models, receiver, name: str) -> None:
+    """Connect `receiver` to the saves and deletes of each model."""
+    for model in models:
+        for signal in (post_save, post_delete):
+            uid = f"alerts-{name}-{model.__name__}-{signal}"
+            signal.connect(receiver, sender=model, dispatch_uid=uid)

@@ -159,8 +159,9 @@ class ChannelInfo:
 
 
 def channels_changed() -> None:
-    """The channels' routing changed (a channel, its groups, a customer group): on commit,
-    every process reads them anew."""
+    """The channels' routing changed (a channel, its groups, a customer group: the model
+    signals alerts.apps connects, whatever path saved them): on commit, every process reads
+    them anew."""
     transaction.on_commit(lambda: _bump(CHANNELS_VERSION))
 
 
@@ -242,8 +243,7 @@ def channel_save(
             actor=actor,
             ip=ip,
             detail=f"{detail}{'; ' + changed if changed and not creating else ''}",
-        )
-        transaction.on_commit(lambda: _bump(CHANNELS_VERSION))
+        )  # the channels' version moves with the save (alerts.apps: on_channels_changed)
     return channel
 
 
@@ -257,7 +257,6 @@ def channel_delete(*, channel: AlertChannel, actor=None, ip: str | None = None) 
             ip=ip,
             detail=f"deleted {kind} channel {name!r}",
         )
-        transaction.on_commit(lambda: _bump(CHANNELS_VERSION))
 
 
 def channel_send_test(*, channel: AlertChannel, actor=None, ip: str | None = None) -> Delivery:
@@ -295,10 +294,8 @@ def channels_rotate_keys() -> tuple[int, int]:
                 setattr(channel, field, new)
                 changed.append(field)
         if changed:
-            channel.save(update_fields=changed)
+            channel.save(update_fields=changed)  # moves the channels' version (post_save)
             rotated += 1
-    if rotated:
-        transaction.on_commit(lambda: _bump(CHANNELS_VERSION))
     return rotated, failed
 
 
@@ -484,8 +481,7 @@ class _StateWrites:
     def write(self) -> None:
         if self.vanished:
             AlertState.objects.filter(pk__in=self.vanished).delete()
-        if self.new:
-            AlertState.objects.bulk_create(self.new, ignore_conflicts=True)  # a racing first look
+        AlertState.objects.bulk_create(self.new, ignore_conflicts=True)  # a racing first look
         rows_write(self.changed)
 
 
