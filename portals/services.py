@@ -1084,11 +1084,9 @@ class _GroupPlan:
     def write(self) -> None:
         if self.vanished:
             MonitorGroup.objects.filter(pk__in=self.vanished).delete()
-        if self.new:
-            MonitorGroup.objects.bulk_create(self.new, batch_size=500)
+        MonitorGroup.objects.bulk_create(self.new, batch_size=500)  # none: no statement
         rows_write(self.changed)
-        if self.changes:
-            StatusChange.objects.bulk_create(self.changes, batch_size=500)
+        StatusChange.objects.bulk_create(self.changes, batch_size=500)
 
 
 def _group_change(row: Customer, group: MonitorGroup, old: int | None, now) -> StatusChange:
