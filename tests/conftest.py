@@ -77,12 +77,12 @@ def redis_url():
 
 @pytest.fixture
 def cache_down(settings):
-    """The default cache pointed at a Redis that is not there (REL-10)."""
+    """The default cache (production's backend) pointed at a Redis that is not there (REL-10)."""
     from django.core.cache import caches
 
     settings.CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "msp_dashboard.cache.RedisCache",
             "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
             "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
         }
