@@ -47,7 +47,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from msp_dashboard.db import rows_write
+from msp_dashboard.db import rows_insert, rows_write
 from msp_dashboard.site24x7 import Status
 from portals.models import Customer, CustomerGroup, MonitorGroup
 from portals.queries import clock, is_problem
@@ -481,7 +481,7 @@ class _StateWrites:
     def write(self) -> None:
         if self.vanished:
             AlertState.objects.filter(pk__in=self.vanished).delete()
-        AlertState.objects.bulk_create(self.new, ignore_conflicts=True)  # a racing first look
+        rows_insert(self.new, ignore_conflicts=True)  # a racing first look
         rows_write(self.changed)
 
 

@@ -44,7 +44,7 @@ from django.db.models import (
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from msp_dashboard.db import changed_fields, rows_write
+from msp_dashboard.db import changed_fields, rows_insert, rows_write
 from msp_dashboard.site24x7 import (
     AuthError,
     GroupStatus,
@@ -1084,9 +1084,9 @@ class _GroupPlan:
     def write(self) -> None:
         if self.vanished:
             MonitorGroup.objects.filter(pk__in=self.vanished).delete()
-        MonitorGroup.objects.bulk_create(self.new, batch_size=500)  # none: no statement
+        rows_insert(self.new)  # none: no statement
         rows_write(self.changed)
-        StatusChange.objects.bulk_create(self.changes, batch_size=500)
+        rows_insert(self.changes)
 
 
 def _group_change(row: Customer, group: MonitorGroup, old: int | None, now) -> StatusChange:

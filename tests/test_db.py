@@ -1,15 +1,15 @@
-"""msp_dashboard.db.rows_write: what it writes, and in how many statements."""
+"""msp_dashboard.db.rows_write and rows_insert: what they write, and in how many statements."""
 
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from alerts.models import AlertState
-from msp_dashboard.db import PLAIN_UPDATES, changed_fields, rows_write
-from portals.models import Customer
+from msp_dashboard.db import PLAIN_UPDATES, changed_fields, rows_insert, rows_write
+from portals.models import Customer, StatusChange
 from tests.grid_support import make_customer
 
 pytestmark = pytest.mark.django_db
@@ -79,3 +79,78 @@ def test_values_not_set_on_the_row_are_refused():
     with pytest.raises(ValueError, match="rows_write"):
         rows_write([(row, {"last_error": "not set on the row"})])
     assert Customer.objects.get(pk=row.pk).last_error == "old"
+
+
+# --- rows_insert -----------------------------------------------------------------------------
+
+AWKWARD = "tab\there, line\nbreak, back\\slash, 'single' \"double\", \\N, é, 🚦"
+
+
+def test_insert_writes_every_kind_of_value_in_one_statement():
+    customer = make_customer("insert")
+    now = timezone.now()
+    states = [
+        AlertState(
+            customer=customer,
+            group_id=f"g{i}",
+            group_name=AWKWARD if i else "",
+            status=i,
+            streak=i + 1,
+            observed_at=now - timedelta(seconds=i),
+            confirmed={"1": i, "5": None},
+            changes=[now.isoformat()] if i else [],
+            flapping=i % 2 == 1,
+            failing_since=None if i else now,
+        )  # fmt: skip
+        for i in range(4)
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        rows_insert(states)
+    assert len(queries) == 1
+    word = "COPY" if connection.vendor == "postgresql" else "INSERT"
+    assert queries[0]["sql"].startswith(word)
+    assert AWKWARD not in queries[0]["sql"]  # values go apart from the statement
+    stored = AlertState.objects.filter(customer=customer).order_by("group_id")
+    fields = ["group_id", "group_name", "status", "streak", "observed_at", "confirmed",
+              "changes", "flapping", "failing_since", "last_success_at"]  # fmt: skip
+    assert [[getattr(s, f) for f in fields] for s in stored] == [
+        [getattr(s, f) for f in fields] for s in states
+    ]
+
+
+def test_insert_goes_through_the_connections_execute_wrappers():
+    seen = []
+
+    def wrapper(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    customer = make_customer("wrapped")
+    with connection.execute_wrapper(wrapper):
+        rows_insert([StatusChange(customer=customer, to_status=0, at=timezone.now())])
+    assert len(seen) == 1 and "portals_statuschange" in seen[0]
+    assert StatusChange.objects.get(customer=customer).from_status is None
+
+
+def test_insert_of_a_clashing_row_fails_whole_or_leaves_the_clash_out():
+    customer = make_customer("clash")
+    AlertState.objects.create(customer=customer, group_id="taken", status=2, streak=9)
+
+    def rows():
+        return [AlertState(customer=customer, group_id=g, status=0, streak=1)
+                for g in ("new1", "taken", "new2")]  # fmt: skip
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows_insert(rows())
+    assert AlertState.objects.filter(customer=customer).count() == 1
+    with transaction.atomic():
+        rows_insert(rows(), ignore_conflicts=True)
+        assert AlertState.objects.filter(customer=customer).count() == 3  # usable after
+    kept = AlertState.objects.get(customer=customer, group_id="taken")
+    assert (kept.status, kept.streak) == (2, 9)
+
+
+def test_insert_of_nothing_runs_no_statement():
+    with CaptureQueriesContext(connection) as queries:
+        rows_insert([])
+    assert len(queries) == 0
