@@ -4,6 +4,7 @@ import contextlib
 import json
 import operator
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, connections, models, transaction
@@ -95,16 +96,23 @@ def _copy_fields(model) -> list[models.Field] | None:
 def _copy(connection, rows: Sequence[models.Model], fields: list[models.Field]) -> None:
     """COPY the rows in, through Django's cursor: its execute wrappers, its query log (a
     debug cursor records the statement, not the values) and its database errors."""
+    held = [field for field in fields if isinstance(field, AS_HELD)]
+    fields = held + [field for field in fields if field not in held]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     sql = f"COPY {quote(rows[0]._meta.db_table)} ({columns}) FROM STDIN"
-    values = [_copy_value(field, connection) for field in fields]
+    names = [field.attname for field in held]
+    held_values = (  # attrgetter of one name gives the value, not a tuple
+        operator.attrgetter(*names) if len(names) > 1
+        else lambda row: tuple(getattr(row, name) for name in names)
+    )  # fmt: skip
+    prepared = [_prepared(field, connection) for field in fields[len(held) :]]
 
     def execute(sql, params, many, context):
         connection.validate_no_broken_transaction()
         with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
             for row in rows:
-                copy.write_row([value(row) for value in values])
+                copy.write_row((*held_values(row), *[value(row) for value in prepared]))
 
     with connection.cursor() as cursor:
         logged = isinstance(cursor, CursorDebugWrapper)
@@ -112,13 +120,21 @@ def _copy(connection, rows: Sequence[models.Model], fields: list[models.Field]) 
             cursor._execute_with_wrappers(sql, None, many=False, executor=execute)
 
 
-def _copy_value(field: models.Field, connection):
-    """A row's value of `field` as COPY takes it."""
-    if isinstance(field, AS_HELD):
-        return operator.attrgetter(field.attname)
+def _prepared(field: models.Field, connection):
+    """A row's value of `field` as the field prepares it for the database; an aware datetime
+    (what the apps hold) as held, which is what that preparation gives on PostgreSQL."""
     if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
         return lambda row: field.get_db_prep_save(field.pre_save(row, True), connection)
-    return lambda row: field.get_db_prep_save(getattr(row, field.attname), connection)
+    attname, prepare = field.attname, field.get_db_prep_save
+    if isinstance(field, models.DateTimeField):
+
+        def value(row):
+            held = getattr(row, attname)
+            aware = isinstance(held, datetime) and held.utcoffset() is not None
+            return held if aware else prepare(held, connection)
+
+        return value
+    return lambda row: prepare(getattr(row, attname), connection)
 
 
 def _update_from_values(manager, rows: list[models.Model], names: list[str]) -> None:
