@@ -208,6 +208,13 @@ class Epoch(Func):
     output_field = FloatField()
     template = "EXTRACT(EPOCH FROM %(expressions)s)::double precision"  # PostgreSQL
 
+    @cached_property
+    def convert_value(self):
+        # Both databases give a float (or None) already: without a converter, Django hands
+        # the driver's rows on as they are instead of calling float() on each value (a
+        # tenth of the grid's CPU at 1,000 customers x 10 groups).
+        return self._convert_value_noop
+
     def as_sqlite(self, compiler, connection, **extra):
         # Django keeps UTC datetimes as text there ("2026-11-27 14:02:11.123456"): whole
         # seconds from strftime, the fraction from the text, exact to the microsecond.
