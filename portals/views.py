@@ -24,9 +24,9 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
-from django.views.decorators.gzip import gzip_page
 from django.views.decorators.http import require_GET, require_POST
 
+from msp_dashboard.gzip import gzip_page
 from msp_dashboard.site24x7 import STATUS_SEVERITY
 from tokens.access import client_ip
 
