@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connections, models, transaction
+from django.db import IntegrityError, connections, models, router, transaction
 from django.db.backends.utils import CursorDebugWrapper
 
 PLAIN_UPDATES = 3
@@ -40,7 +40,7 @@ def rows_write(changes: Sequence[tuple[models.Model, dict[str, Any]]]) -> int:
         return len(alike)
     fields = sorted({name for _, values in changes for name in values})
     rows = [row for row, _ in changes]
-    if connections[manager.db].vendor != "postgresql":
+    if connections[router.db_for_write(manager.model)].vendor != "postgresql":
         manager.bulk_update(rows, fields, batch_size=BATCH_ROWS)
         return 1
     for start in range(0, len(rows), BATCH_ROWS):
@@ -48,36 +48,49 @@ def rows_write(changes: Sequence[tuple[models.Model, dict[str, Any]]]) -> int:
     return -(-len(rows) // BATCH_ROWS)
 
 
-AS_HELD = (models.IntegerField, models.CharField, models.TextField, models.BooleanField,
-           models.ForeignKey)  # fmt: skip
-"""Fields whose values COPY takes as the row holds them; any other goes through the field's
-own preparation for the database (JSON, durations, times with their time-zone check)."""
+AS_HELD = {
+    models.AutoField: int, models.BigAutoField: int, models.SmallAutoField: int,
+    models.IntegerField: int, models.SmallIntegerField: int, models.BigIntegerField: int,
+    models.PositiveIntegerField: int, models.PositiveSmallIntegerField: int,
+    models.PositiveBigIntegerField: int, models.CharField: str, models.TextField: str,
+    models.BooleanField: bool,
+}  # fmt: skip
+"""Fields (these very classes, not subclasses, which may prepare values their own way) whose
+values COPY takes as the row holds them when they are of this Python type or None; a value of
+another type (a float, a lazy string, an enum), and every other field, go through the field's
+own preparation, as bulk_create's would (JSON, durations, times with their time-zone check)."""
 
 
 def rows_insert(rows: Sequence[models.Model], *, ignore_conflicts: bool = False) -> None:
-    """Insert new rows of one model; the database numbers them (their pk stays None). On
-    PostgreSQL with one COPY: bulk_create's statement cost a first refresh (every group,
-    status change and alert state new) about a third of its CPU, in Django's compilation and
-    psycopg's quoting of every value into the statement. `ignore_conflicts`: rows that clash
-    with a unique constraint are left out, as bulk_create(ignore_conflicts=True) does (the
-    COPY runs in a savepoint; on a clash, bulk_create does the insert). Elsewhere:
-    bulk_create."""
+    """Insert new rows of one model, as bulk_create would but for their pk, which stays None
+    (the database numbers them). On PostgreSQL with one COPY: bulk_create's statement cost a
+    first refresh (every group, status change and alert state new) about a third of its CPU,
+    in Django's compilation and psycopg's quoting of every value into the statement.
+    `ignore_conflicts`: rows that clash with a unique constraint are left out, as
+    bulk_create(ignore_conflicts=True) does (the COPY runs in a savepoint; on a clash,
+    bulk_create does the insert). Elsewhere, or when a row has its pk set: bulk_create."""
     if not rows:
         return
-    manager = type(rows[0])._default_manager
-    connection = connections[manager.db]
-    fields = _copy_fields(type(rows[0]))
-    if connection.vendor != "postgresql" or fields is None:
-        manager.bulk_create(rows, batch_size=BATCH_ROWS, ignore_conflicts=ignore_conflicts)
+    model = type(rows[0])
+    db = router.db_for_write(model)
+    connection = connections[db]
+    fields = _copy_fields(model)
+    if connection.vendor != "postgresql" or fields is None or any(r.pk is not None for r in rows):
+        model._default_manager.bulk_create(
+            rows, batch_size=BATCH_ROWS, ignore_conflicts=ignore_conflicts
+        )
         return
-    if not ignore_conflicts:
+    if ignore_conflicts:
+        try:
+            with transaction.atomic(using=db):
+                _copy(connection, rows, fields)
+        except IntegrityError:  # a row inserted meanwhile: insert the others
+            model._default_manager.bulk_create(rows, batch_size=BATCH_ROWS, ignore_conflicts=True)
+            return
+    else:
         _copy(connection, rows, fields)
-        return
-    try:
-        with transaction.atomic(using=manager.db):
-            _copy(connection, rows, fields)
-    except IntegrityError:  # a row inserted meanwhile: insert the others
-        manager.bulk_create(rows, batch_size=BATCH_ROWS, ignore_conflicts=True)
+    for row in rows:  # as bulk_create leaves them
+        row._state.adding, row._state.db = False, db
 
 
 def _copy_fields(model) -> list[models.Field] | None:
@@ -93,19 +106,22 @@ def _copy_fields(model) -> list[models.Field] | None:
     return fields
 
 
+def _held_type(field: models.Field) -> type | None:
+    """The Python type a field's values go to COPY as held in (None: always prepared)."""
+    if type(field) is models.ForeignKey:
+        field = field.target_field
+    return AS_HELD.get(type(field))
+
+
 def _copy(connection, rows: Sequence[models.Model], fields: list[models.Field]) -> None:
     """COPY the rows in, through Django's cursor: its execute wrappers, its query log (a
     debug cursor records the statement, not the values) and its database errors."""
-    held = [field for field in fields if isinstance(field, AS_HELD)]
+    held = [field for field in fields if _held_type(field)]
     fields = held + [field for field in fields if field not in held]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     sql = f"COPY {quote(rows[0]._meta.db_table)} ({columns}) FROM STDIN"
-    names = [field.attname for field in held]
-    held_values = (  # attrgetter of one name gives the value, not a tuple
-        operator.attrgetter(*names) if len(names) > 1
-        else lambda row: tuple(getattr(row, name) for name in names)
-    )  # fmt: skip
+    held_values = _held_values(held, connection)
     prepared = [_prepared(field, connection) for field in fields[len(held) :]]
 
     def execute(sql, params, many, context):
@@ -118,6 +134,26 @@ def _copy(connection, rows: Sequence[models.Model], fields: list[models.Field]) 
         logged = isinstance(cursor, CursorDebugWrapper)
         with cursor.debug_sql(sql) if logged else contextlib.nullcontext():
             cursor._execute_with_wrappers(sql, None, many=False, executor=execute)
+
+
+def _held_values(held: list[models.Field], connection):
+    """A row's values of the `held` fields: as held when each is of its field's Python type
+    (or None), else each through its field's preparation."""
+    names = [field.attname for field in held]
+    kinds = [_held_type(field) for field in held]
+    prepares = [field.get_db_prep_save for field in held]
+    get = (  # attrgetter of one name gives the value, not a tuple
+        operator.attrgetter(*names) if len(names) > 1
+        else lambda row: tuple(getattr(row, name) for name in names)
+    )  # fmt: skip
+
+    def values(row) -> tuple:
+        found = get(row)
+        if all(type(v) is kind or v is None for v, kind in zip(found, kinds, strict=True)):
+            return found
+        return tuple(prepare(v, connection) for prepare, v in zip(prepares, found, strict=True))
+
+    return values
 
 
 def _prepared(field: models.Field, connection):
@@ -141,7 +177,7 @@ def _update_from_values(manager, rows: list[models.Model], names: list[str]) -> 
     """bulk_update's effect (the rows' current values of these fields) in one
     `UPDATE ... FROM (VALUES ...)`: Django's bulk_update builds a CASE expression per field
     and row, whose compilation cost a batch's store several times the statement's own time."""
-    meta, connection = manager.model._meta, connections[manager.db]
+    meta, connection = manager.model._meta, connections[router.db_for_write(manager.model)]
     fields = [meta.pk] + [meta.get_field(name) for name in names]
     quote = connection.ops.quote_name
     casts = ", ".join(f"%s::{field.cast_db_type(connection)}" for field in fields)

@@ -6,9 +6,11 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from alerts.models import AlertState
 from msp_dashboard.db import PLAIN_UPDATES, changed_fields, rows_insert, rows_write
+from msp_dashboard.site24x7 import Status
 from portals.models import Customer, StatusChange
 from tests.grid_support import make_customer
 
@@ -154,3 +156,25 @@ def test_insert_of_nothing_runs_no_statement():
     with CaptureQueriesContext(connection) as queries:
         rows_insert([])
     assert len(queries) == 0
+
+
+def test_insert_prepares_values_not_of_their_fields_plain_type():
+    """An integer field given a float, a bool or an enum, a text field given a lazy string:
+    stored as bulk_create stores them (the field's own preparation), not refused."""
+    customer = make_customer("kinds")
+    change = StatusChange(customer=customer, group_id=gettext_lazy("lazy"), group_name="x",
+                          from_status=True, to_status=Status.DOWN, at=timezone.now())  # fmt: skip
+    change.to_status = 2.7  # an integer field given a float
+    rows_insert([change])
+    stored = StatusChange.objects.get(customer=customer)
+    assert (stored.group_id, stored.from_status, stored.to_status) == ("lazy", 1, 2)
+
+
+def test_inserted_rows_are_left_as_bulk_create_leaves_them():
+    customer = make_customer("state")
+    rows = [StatusChange(customer=customer, to_status=0, at=timezone.now()) for _ in range(3)]
+    rows_insert(rows)
+    assert all(not row._state.adding and row._state.db == "default" for row in rows)
+    numbered = StatusChange(pk=987_654, customer=customer, to_status=1, at=timezone.now())
+    rows_insert([numbered])  # a pk of its own: kept (bulk_create)
+    assert StatusChange.objects.get(pk=987_654).to_status == 1
