@@ -18,8 +18,11 @@ LEVEL = 3
 
 
 def compress(data: bytes, *, max_random_bytes: int) -> bytes:
-    """django.utils.text.compress_string at LEVEL: gzip with a file name of random length."""
+    """django.utils.text.compress_string at LEVEL: gzip with a file name of random length
+    (none when max_random_bytes is 0)."""
     compressed = memoryview(gzip.compress(data, compresslevel=LEVEL, mtime=0))
+    if not max_random_bytes:
+        return bytes(compressed)
     header = bytearray(compressed[:10])
     header[3] = gzip.FNAME
     name = b"a" * secrets.randbelow(max_random_bytes) + b"\x00"
