@@ -47,7 +47,7 @@ from django.db.models import Count, Min, Q
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
-from msp_dashboard.db import rows_insert, rows_write
+from msp_dashboard.db import rows_for_ids, rows_insert, rows_write
 from msp_dashboard.site24x7 import Status
 from portals.models import Customer, CustomerGroup, MonitorGroup
 from portals.queries import clock, is_problem
@@ -448,12 +448,15 @@ def _observed(item: Refreshed) -> tuple[Customer, Refreshed] | None:
     return (customer, item) if customer is not None and customer.is_active else None
 
 
+def _states_for_update(ids: list[int]):
+    return AlertState.objects.select_for_update().filter(customer_id__in=ids).order_by("pk")
+
+
 def _states_locked(customer_ids: list[int]) -> dict[int, dict[str, AlertState]]:
     states: dict[int, dict[str, AlertState]] = {pk: {} for pk in customer_ids}
     if not customer_ids:  # every customer of the batch settled
         return states
-    locked = AlertState.objects.select_for_update().filter(customer_id__in=customer_ids)
-    for state in locked.order_by("pk"):
+    for state in rows_for_ids(_states_for_update, customer_ids):
         states[state.customer_id][state.group_id] = state
     return states
 

@@ -44,7 +44,7 @@ from django.db.models import (
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from msp_dashboard.db import changed_fields, rows_insert, rows_write
+from msp_dashboard.db import changed_fields, rows_for_ids, rows_insert, rows_write
 from msp_dashboard.site24x7 import (
     AuthError,
     GroupStatus,
@@ -493,7 +493,8 @@ def customers_refresh_batch(*, customer_ids: list[int]) -> list[RefreshOutcome]:
     outcome; one that should retry is retried on its own), then store every successful fetch
     in one transaction (`customers_store_fetched`), as fetched at the batch's start: a few
     statements for the batch instead of a transaction per customer."""
-    customers = {customer.pk: customer for customer in Customer.objects.filter(pk__in=customer_ids)}
+    batch = rows_for_ids(lambda ids: Customer.objects.filter(pk__in=ids), customer_ids)
+    customers = {customer.pk: customer for customer in batch}
     # An OAuth customer's credential is its MSP identity, read for those only (one query);
     # legacy customers use their own portal authtoken (no join with the credentials).
     oauth = [c for c in customers.values() if c.auth_generation == AuthGeneration.OAUTH]
@@ -966,7 +967,7 @@ def customers_store_fetched(fetched: list[Fetched], *, started: datetime) -> set
     by_pk = {f.customer_id: f for f in fetched}
     now = timezone.now()
     with transaction.atomic():
-        rows = Customer.objects.select_for_update().filter(pk__in=by_pk).order_by("pk")
+        rows = rows_for_ids(_customers_locked, by_pk)
         rows = [r for r in rows if not (r.data_fetched_at and r.data_fetched_at >= started)]
         fetched_groups = {row.pk: _unique(by_pk[row.pk].groups) for row in rows}
         digests = {pk: groups_digest(groups) for pk, groups in fetched_groups.items()}
@@ -1052,7 +1053,7 @@ class _GroupPlan:
     def for_customers(cls, rows: list[Customer]) -> _GroupPlan:
         existing: dict[int, dict[str, MonitorGroup]] = {row.pk: {} for row in rows}
         if rows:
-            for group in MonitorGroup.objects.filter(customer_id__in=list(existing)):
+            for group in rows_for_ids(_groups_of, existing):
                 existing[group.customer_id][group.group_id] = group
         return cls(existing)
 
@@ -1087,6 +1088,14 @@ class _GroupPlan:
         rows_insert(self.new)  # none: no statement
         rows_write(self.changed)
         rows_insert(self.changes)
+
+
+def _groups_of(customer_ids: list[int]):
+    return MonitorGroup.objects.filter(customer_id__in=customer_ids)
+
+
+def _customers_locked(ids: list[int]):
+    return Customer.objects.select_for_update().filter(pk__in=ids).order_by("pk")
 
 
 def _group_change(row: Customer, group: MonitorGroup, old: int | None, now) -> StatusChange:

@@ -9,7 +9,13 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
 from alerts.models import AlertState
-from msp_dashboard.db import PLAIN_UPDATES, changed_fields, rows_insert, rows_write
+from msp_dashboard.db import (
+    PLAIN_UPDATES,
+    changed_fields,
+    rows_for_ids,
+    rows_insert,
+    rows_write,
+)
 from msp_dashboard.site24x7 import Status
 from portals.models import Customer, StatusChange
 from tests.grid_support import make_customer
@@ -178,3 +184,74 @@ def test_inserted_rows_are_left_as_bulk_create_leaves_them():
     numbered = StatusChange(pk=987_654, customer=customer, to_status=1, at=timezone.now())
     rows_insert([numbered])  # a pk of its own: kept (bulk_create)
     assert StatusChange.objects.get(pk=987_654).to_status == 1
+
+
+# --- rows_for_ids ----------------------------------------------------------------------------
+
+
+def _states(ids):
+    return AlertState.objects.filter(customer_id__in=ids, flapping=True).order_by("-pk")
+
+
+def _states_locked(ids):
+    return AlertState.objects.select_for_update().filter(customer_id__in=ids).order_by("pk")
+
+
+def _some_states(customers: list[Customer]) -> None:
+    now = timezone.now()
+    rows_insert([
+        AlertState(customer=c, group_id=f"g{i}", group_name=AWKWARD, status=i, streak=i,
+                   observed_at=now - timedelta(seconds=i), confirmed={"1": i}, changes=[str(i)],
+                   flapping=i % 2 == 0, failing_since=now if i else None)
+        for c in customers for i in range(3)
+    ])  # fmt: skip
+
+
+def _fields(rows) -> list[list]:
+    return [[getattr(row, f.attname) for f in AlertState._meta.concrete_fields] for row in rows]
+
+
+def test_rows_for_ids_reads_what_the_orm_reads_with_the_sql_compiled_once():
+    customers = [make_customer(f"read{i}") for i in range(4)]
+    _some_states(customers)
+    first, second = [c.pk for c in customers[:2]], [c.pk for c in customers[2:]]
+    with CaptureQueriesContext(connection) as queries:
+        got_first = rows_for_ids(_states, first + first[:1])  # a repeated id: as the ORM
+        got_second = rows_for_ids(_states, second)  # as many ids: the same statement
+    assert _fields(got_first) == _fields(_states(first)) and len(got_first) == 4
+    assert _fields(got_second) == _fields(_states(second)) and len(got_second) == 4
+    assert {s.customer_id for s in got_second} == set(second)  # the new ids, not the first's
+    assert all(s.flapping for s in got_first + got_second)  # the constant kept
+    assert [q["sql"] for q in queries][0].split("IN")[0] == queries[1]["sql"].split("IN")[0]
+    assert len(queries) == 2
+    assert all(not s._state.adding and s._state.db == "default" for s in got_second)
+    three = rows_for_ids(_states, [c.pk for c in customers[:3]])  # another count: compiled
+    assert _fields(three) == _fields(_states([c.pk for c in customers[:3]]))
+
+
+def test_rows_for_ids_of_no_ids_runs_no_query():
+    with CaptureQueriesContext(connection) as queries:
+        assert rows_for_ids(_states, []) == []
+    assert len(queries) == 0
+
+
+def test_rows_for_ids_refuses_queries_it_could_not_reuse():
+    kind = "flapping"
+    with pytest.raises(ValueError, match="capture"):
+        rows_for_ids(lambda ids: AlertState.objects.filter(customer_id__in=ids, **{kind: 1}), [1])
+    with pytest.raises(ValueError, match="only them"):  # the ids unused
+        rows_for_ids(lambda ids: AlertState.objects.filter(status=1), [1])
+    with pytest.raises(ValueError, match="plain model rows"):
+        rows_for_ids(lambda ids: AlertState.objects.filter(pk__in=ids).select_related(), [1])
+    with pytest.raises(ValueError, match="plain model rows"):
+        rows_for_ids(lambda ids: AlertState.objects.filter(pk__in=ids).only("status"), [1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_for_ids_locks_only_in_a_transaction_even_once_compiled():
+    customer = make_customer("locked")
+    _some_states([customer])
+    with transaction.atomic():
+        assert len(rows_for_ids(_states_locked, [customer.pk])) == 3
+    with pytest.raises(transaction.TransactionManagementError):
+        rows_for_ids(_states_locked, [customer.pk])

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from msp_dashboard.db import rows_for_ids
 from msp_dashboard.site24x7 import (
     AuthError,
     LoginError,
@@ -185,18 +186,21 @@ def credential_for_customer(customer) -> Credential | None:
     return credentials_for_customers([customer])[customer.pk]
 
 
+def _active_authtokens(customer_ids: list[int]):
+    return Credential.objects.filter(
+        customer_id__in=customer_ids,
+        kind=CredentialKind.PORTAL_AUTHTOKEN,
+        state=CredentialState.ACTIVE,
+    ).order_by("customer_id", "-created_at", "-id")
+
+
 def credentials_for_customers(customers) -> dict[int, Credential | None]:
     """`credential_for_customer` of each customer (by pk), with one query for all."""
     customers = list(customers)
     legacy = [c.pk for c in customers if c.auth_generation != "oauth"]
     newest: dict[int, Credential] = {}
     if legacy:
-        active = Credential.objects.filter(
-            customer_id__in=legacy,
-            kind=CredentialKind.PORTAL_AUTHTOKEN,
-            state=CredentialState.ACTIVE,
-        ).order_by("customer_id", "-created_at", "-id")
-        for credential in active:
+        for credential in rows_for_ids(_active_authtokens, legacy):
             newest.setdefault(credential.customer_id, credential)
     return {c.pk: _identity(c) if c.auth_generation == "oauth" else newest.get(c.pk)
             for c in customers}  # fmt: skip
