@@ -226,6 +226,9 @@ class _Compiled:
 
 
 _COMPILED: dict[tuple, _Compiled] = {}
+COMPILED_IDS = 128
+"""rows_for_ids keeps the SQL of up to this many ids (a refresh batch; a store chunk of the
+MSP-wide refresh is 100); a longer list is compiled each time, as the ORM would."""
 
 
 def rows_for_ids(query: Callable[[list], models.QuerySet], ids: Collection[Any]) -> list:
@@ -241,6 +244,8 @@ def rows_for_ids(query: Callable[[list], models.QuerySet], ids: Collection[Any])
         return []  # the ORM runs no query either
     if query.__closure__ or query.__defaults__ or query.__kwdefaults__:
         raise ValueError("rows_for_ids: the query must not capture values")
+    if len(ids) > COMPILED_IDS:
+        return list(query(ids))
     key = (query.__code__, len(ids))
     compiled = _COMPILED.get(key)
     if compiled is None or compiled.probe.db != compiled.db:  # new, or routed elsewhere now

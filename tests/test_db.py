@@ -9,7 +9,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
 from alerts.models import AlertState
+from msp_dashboard import db as db_module
 from msp_dashboard.db import (
+    COMPILED_IDS,
     PLAIN_UPDATES,
     changed_fields,
     rows_for_ids,
@@ -227,6 +229,15 @@ def test_rows_for_ids_reads_what_the_orm_reads_with_the_sql_compiled_once():
     assert all(not s._state.adding and s._state.db == "default" for s in got_second)
     three = rows_for_ids(_states, [c.pk for c in customers[:3]])  # another count: compiled
     assert _fields(three) == _fields(_states([c.pk for c in customers[:3]]))
+    many = [c.pk for c in customers] + list(range(10**6, 10**6 + COMPILED_IDS))
+    assert _fields(rows_for_ids(_states, many)) == _fields(_states(many))  # not kept: the ORM
+
+
+def test_rows_for_ids_keeps_a_bounded_number_of_statements():
+    before = len(db_module._COMPILED)
+    for count in range(1, COMPILED_IDS + 40):
+        rows_for_ids(_states, range(1, count + 1))
+    assert len(db_module._COMPILED) - before <= COMPILED_IDS
 
 
 def test_rows_for_ids_of_no_ids_runs_no_query():
