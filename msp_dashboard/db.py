@@ -2,12 +2,14 @@
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import operator
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.backends.utils import CursorDebugWrapper
 from django.db.models.query import ModelIterable
@@ -214,7 +216,7 @@ def _alike_key(values: dict[str, Any]) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class _Compiled:
-    probe: models.QuerySet  # never run: its `db` is where the query goes now
+    probe: models.QuerySet = dataclasses.field(repr=False)  # never run; its `db`: where to
     db: str
     sql: str
     params: tuple
@@ -238,18 +240,23 @@ def rows_for_ids(query: Callable[[list], models.QuerySet], ids: Collection[Any])
     batch runs several such selects. `query` builds a queryset of model rows (no
     select_related, annotations, deferred fields or prefetches) that differs only by `ids`,
     which it uses in `__in` lookups; it must not capture other values (a closure is refused),
-    since every call with as many ids runs the first call's SQL."""
-    ids = list(dict.fromkeys(ids))  # as the ORM sends them (no duplicates)
+    since every call with as many ids runs the first call's SQL: a method is refused too, and a
+    module global or setting it reads is read once. None among the ids is left out, as the ORM
+    does; ids go to the database as given (integers here)."""
+    ids = [i for i in dict.fromkeys(ids) if i is not None]  # as the ORM sends them
     if not ids:
         return []  # the ORM runs no query either
-    if query.__closure__ or query.__defaults__ or query.__kwdefaults__:
+    if inspect.ismethod(query) or query.__closure__ or query.__defaults__ or query.__kwdefaults__:
         raise ValueError("rows_for_ids: the query must not capture values")
     if len(ids) > COMPILED_IDS:
         return list(query(ids))
-    key = (query.__code__, len(ids))
+    key = (query.__module__, query.__qualname__, query.__code__, len(ids))
     compiled = _COMPILED.get(key)
     if compiled is None or compiled.probe.db != compiled.db:  # new, or routed elsewhere now
-        compiled = _COMPILED[key] = _compile(query, len(ids))
+        try:
+            compiled = _COMPILED[key] = _compile(query, len(ids))
+        except EmptyResultSet:  # a constant that matches nothing: no query, as the ORM
+            return []
     return _run(compiled, ids)
 
 
@@ -290,7 +297,8 @@ def _compile(query: Callable[[list], models.QuerySet], count: int) -> _Compiled:
 def _run(compiled: _Compiled, ids: list) -> list:
     db = compiled.db
     connection = connections[db]
-    if compiled.locks and not connection.in_atomic_block:
+    locking = compiled.locks and connection.features.has_select_for_update
+    if locking and connection.get_autocommit():  # as the ORM checks
         raise transaction.TransactionManagementError(
             "select_for_update cannot be used outside of a transaction."
         )
